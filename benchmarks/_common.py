@@ -1,0 +1,79 @@
+"""Helpers shared by the benchmark scripts: timing and writing results."""
+
+import itertools
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from llc import ground_truth
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict:
+    """What the numbers were measured on."""
+    dev = jax.devices()[0]
+    return {
+        "platform": dev.platform,
+        "device": getattr(dev, "device_kind", str(dev)),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+    }
+
+
+def best_of(fn, repeats: int) -> float:
+    """Minimum wall time of ``fn()`` (which must block until done) over ``repeats`` runs."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def write(name: str, payload: dict) -> Path:
+    """Write ``payload`` (plus the machine description) to ``results/<name>.json``."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
+    return path
+
+
+def peer_dln_problem(num_data: int = 10_000, seed: int = 0) -> ground_truth.Problem:
+    """The devinterp comparison workload (peers.md section 9): true lambda = 46.
+
+    DLN 10-10-10-10 without bias, teacher N(0, 1/fan_in) with the first layer reduced to
+    rank 5, Gaussian inputs, targets with unit Gaussian noise, loss 0.5 * ||f(x) - y||^2
+    (summed over outputs, averaged over samples).
+    """
+    rng = np.random.default_rng(seed)
+    widths = (10, 10, 10, 10)
+    layers = [rng.standard_normal((a, b)) / np.sqrt(a) for a, b in itertools.pairwise(widths)]
+    u, s, vt = np.linalg.svd(layers[0])
+    s[5:] = 0.0
+    layers[0] = (u * s) @ vt
+    x = rng.standard_normal((num_data, widths[0]))
+    y = np.linalg.multi_dot([x, *layers]) + rng.standard_normal((num_data, widths[-1]))
+
+    def loss_fn(params, batch):
+        xb, yb = batch
+        out = xb
+        for w in params:
+            out = out @ w
+        return 0.5 * jnp.mean(jnp.sum((out - yb) ** 2, axis=-1))
+
+    rank = ground_truth.product_rank(layers)
+    lam, mult = ground_truth.dln_learning_coefficient(widths, rank)
+    params = tuple(jnp.asarray(w, jnp.float32) for w in layers)
+    data = (jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32))
+    d = sum(w.size for w in layers)
+    return ground_truth.Problem(
+        "peer DLN 10-10-10-10", params, loss_fn, data, lam, mult, d, rank, widths
+    )

@@ -1,0 +1,372 @@
+"""The LLC estimator: localized, tempered SGLD at w*, many chains in one compiled run.
+
+lambda_hat = nbeta * (E_w[L_n(w)] - L_n(w*)),   w ~ exp(-nbeta L_n(w) - gamma/2 |w - w*|^2)
+"""
+
+import math
+import time
+import warnings
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from llc import _loop, _progress
+from llc import _validation as check
+from llc._types import ArrayTree, Batch, LossFn, PRNGKey
+from llc.hessian import largest_eigenvalue_magnitude
+
+__all__ = ["LLCResult", "estimate_llc", "llc_from_losses", "default_nbeta"]
+
+_DEFAULT_EVAL_ROWS = 8192
+
+
+class LLCResult(NamedTuple):
+    """What :func:`estimate_llc` returns. Arrays are host (numpy) arrays.
+
+    Attributes:
+        llc_mean: mean of the per-chain estimates over the chains that did not diverge.
+        llc_std: their standard deviation across chains (ddof=1; NaN with one chain).
+        llc_per_chain: ``(chains,)`` estimates, NaN for a diverged chain.
+        loss_trace: ``(chains, draws)`` float64 loss per draw after burn-in. With the
+            control variate (the default) each entry is
+            ``L_B(w_t) - L_B(w*) + L_n(w*)``, otherwise ``L_B(w_t)``.
+        init_loss: the full-data ``L_n(w*)``.
+        nbeta: the nbeta used.
+        step_size: epsilon (Lau convention) used.
+        localization: gamma used.
+        num_chains: chains run.
+        num_draws: draws per chain kept for the estimate.
+        num_burnin_steps: steps per chain discarded before the draws.
+        num_steps_bw_draws: SGLD steps between recorded draws.
+        batch_size: minibatch size, or None for full batch.
+        control_variate: whether the same-minibatch control variate was used.
+        num_data: n, the number of samples.
+        num_params: d, the number of parameters.
+        burnin_loss_trace: ``(chains, burn-in steps)`` losses during burn-in.
+        distance_trace: ``(chains, draws)`` distance ``||w_t - w*||`` per draw.
+        diverged: ``(chains,)`` bool, True where the loss became NaN or inf.
+        diverged_at_step: ``(chains,)`` first step with a non-finite loss, -1 if none.
+        flags: short names of what makes the estimate suspect (empty if nothing).
+        evidence: for each flag, the numbers behind it and the remedy.
+        wall_time: seconds for the whole call, compilation included.
+    """
+
+    llc_mean: float
+    llc_std: float
+    llc_per_chain: np.ndarray
+    loss_trace: np.ndarray
+    init_loss: float
+    nbeta: float
+    step_size: float
+    localization: float
+    num_chains: int
+    num_draws: int
+    num_burnin_steps: int
+    num_steps_bw_draws: int
+    batch_size: int | None
+    control_variate: bool
+    num_data: int
+    num_params: int
+    burnin_loss_trace: np.ndarray
+    distance_trace: np.ndarray
+    diverged: np.ndarray
+    diverged_at_step: np.ndarray
+    flags: tuple[str, ...]
+    evidence: dict
+    wall_time: float
+
+    @property
+    def llc_stderr(self) -> float:
+        """Standard error of ``llc_mean`` from the spread across independent chains.
+
+        NaN when fewer than two chains finished without diverging.
+        """
+        alive = int(np.sum(~self.diverged))
+        return self.llc_std / math.sqrt(alive) if alive > 1 else math.nan
+
+    def summary(self) -> str:
+        """A short human-readable report."""
+        lines = [
+            f"LLC = {self.llc_mean:.4g} +/- {self.llc_std:.3g} (std across "
+            f"{self.num_chains - int(self.diverged.sum())} chains; stderr {self.llc_stderr:.3g})",
+            f"  L_n(w*) = {self.init_loss:.6g}, nbeta = {self.nbeta:.6g}, step_size = "
+            f"{self.step_size:.3g}, localization = {self.localization:.3g}, d = {self.num_params}",
+            f"  {self.num_draws} draws after {self.num_burnin_steps} burn-in steps, "
+            f"batch {self.batch_size or 'full'}, {self.wall_time:.2f} s",
+        ]
+        lines += [f"  [{flag}] {self.evidence[flag]}" for flag in self.flags]
+        return "\n".join(lines)
+
+
+def default_nbeta(num_data: int) -> float:
+    """The default nbeta = n / log n, i.e. beta = 1 / log n with n the data-set size.
+
+    Examples:
+        >>> round(default_nbeta(10_000), 2)
+        1085.74
+    """
+    num_data = check.check_count("num_data", num_data, minimum=2)
+    return num_data / math.log(num_data)
+
+
+def llc_from_losses(loss_trace, init_loss, nbeta) -> np.ndarray:
+    """``nbeta * (mean over draws of loss_trace - init_loss)``, per chain, in float64.
+
+    For users who run their own sampling loop. The subtraction comes before the mean
+    and both happen in float64 on the host, so a large nbeta does not amplify rounding.
+
+    Args:
+        loss_trace: losses per draw, shape ``(draws,)`` or ``(chains, draws)``; draws
+            after burn-in only.
+        init_loss: the full-data loss ``L_n(w*)``.
+        nbeta: n times the inverse temperature.
+
+    Returns:
+        The estimate per chain (a float64 array of shape ``loss_trace.shape[:-1]``).
+
+    Examples:
+        >>> llc_from_losses([[1.01, 1.03], [1.02, 1.02]], init_loss=1.0, nbeta=100.0)
+        array([2., 2.])
+    """
+    trace = np.asarray(loss_trace, dtype=np.float64)
+    return float(nbeta) * np.mean(trace - np.float64(init_loss), axis=-1)
+
+
+def estimate_llc(
+    rng_key: PRNGKey,
+    loss_fn: LossFn,
+    params: ArrayTree,
+    data: Batch,
+    *,
+    step_size: float,
+    localization: float = 1.0,
+    nbeta: float | None = None,
+    num_chains: int = 4,
+    num_draws: int = 1000,
+    num_burnin_steps: int = 1000,
+    num_steps_bw_draws: int = 1,
+    batch_size: int | None = None,
+    control_variate: bool = True,
+    progress_bar: bool | None = None,
+    eval_batch_size: int | None = None,
+) -> LLCResult:
+    """Estimate the local learning coefficient of ``loss_fn`` at ``params``.
+
+    Runs ``num_chains`` chains of localized SGLD (Lau convention),
+
+        w <- w - step_size/2 * (nbeta * grad L_B(w) + localization * (w - w*))
+               + sqrt(step_size) * N(0, I),
+
+    all started at w* = ``params``, as one compiled program, and returns
+    ``nbeta * (E[L_n(w)] - L_n(w*))`` averaged over the draws after burn-in.
+
+    Args:
+        rng_key: a JAX PRNG key; the same key gives the same result.
+        loss_fn: ``loss_fn(params, batch) -> scalar``, the mean loss over a batch.
+        params: w*, any pytree of floating-point arrays.
+        data: a pytree of arrays sharing a leading axis n, e.g. ``(x, y)``.
+        step_size: epsilon > 0 (noise variance per step, Lau convention; blackjax's
+            step size is half of it). Stable only if
+            ``step_size * (nbeta * mu_max + localization) < 4``.
+        localization: gamma >= 0, strength of the Gaussian localizer at w*.
+        nbeta: n times the inverse temperature; default ``n / log n``.
+        num_chains: independent chains (own noise and own minibatch sequence each).
+        num_draws: draws per chain used for the estimate.
+        num_burnin_steps: SGLD steps per chain before the first draw, discarded.
+        num_steps_bw_draws: SGLD steps per draw (thinning).
+        batch_size: minibatch size in 1..n, or None for full-batch SGLD. Minibatches
+            are drawn without replacement within each epoch, per chain.
+        control_variate: record ``L_B(w_t) - L_B(w*) + L_n(w*)`` (same minibatch at
+            w*), which has the same mean as ``L_n(w_t)`` and a far smaller variance. It
+            costs one forward pass per step; only used with minibatches.
+        progress_bar: show a progress bar; default: only in an interactive terminal
+            outside CI.
+        eval_batch_size: rows per evaluation of the full-data loss ``L_n(w*)``
+            (default ``max(batch_size, 8192)``).
+
+    Returns:
+        An :class:`LLCResult`.
+
+    Raises:
+        TypeError, ValueError: on bad input, before anything is compiled.
+
+    Examples:
+        A regular model: linear regression with d = 3 has lambda = d/2 = 1.5.
+
+        >>> import jax, jax.numpy as jnp
+        >>> x = jax.random.normal(jax.random.key(0), (2000, 3))
+        >>> y = x @ jnp.array([1.0, -2.0, 0.5]) + jax.random.normal(jax.random.key(1), (2000,))
+        >>> w_star = jnp.linalg.lstsq(x, y)[0]
+        >>> loss_fn = lambda w, b: 0.5 * jnp.mean((b[0] @ w - b[1]) ** 2)
+        >>> result = estimate_llc(jax.random.key(2), loss_fn, w_star, (x, y),
+        ...                       step_size=1e-4, batch_size=200, num_draws=2000)
+        >>> abs(result.llc_mean - 1.5) < 0.2
+        True
+    """
+    t0 = time.perf_counter()
+    rng_key = check.check_key(rng_key)
+    if not callable(loss_fn):
+        msg = f"loss_fn must be callable as loss_fn(params, batch); got {type(loss_fn).__name__}."
+        raise TypeError(msg)
+    num_params = check.check_params(params)
+    n = check.check_data(data)
+    batch_size = check.check_batch_size(batch_size, n)
+    step_size = check.check_real(
+        "step_size",
+        step_size,
+        allow_zero=False,
+        hint=" Typical values are 1e-7 .. 1e-3 (smaller for larger nbeta).",
+    )
+    localization = check.check_real("localization", localization, allow_zero=True)
+    if nbeta is None:
+        if n < 2:
+            msg = "nbeta=None means n / log n, which needs n >= 2 samples; pass nbeta."
+            raise ValueError(msg)
+        nbeta = default_nbeta(n)
+    nbeta = check.check_real("nbeta", nbeta, allow_zero=False)
+    num_chains = check.check_count("num_chains", num_chains, minimum=1)
+    num_draws = check.check_count("num_draws", num_draws, minimum=1)
+    num_burnin_steps = check.check_count("num_burnin_steps", num_burnin_steps, minimum=0)
+    num_steps_bw_draws = check.check_count("num_steps_bw_draws", num_steps_bw_draws, minimum=1)
+    eval_rows = max(batch_size or 0, _DEFAULT_EVAL_ROWS)
+    if eval_batch_size is not None:
+        eval_rows = check.check_count("eval_batch_size", eval_batch_size, minimum=1)
+    probe = jax.tree.map(lambda x: x[: batch_size or n], data)
+    check.check_loss_shape(loss_fn, params, probe)
+
+    params = jax.tree.map(jax.numpy.asarray, params)
+    data = jax.tree.map(jax.numpy.asarray, data)
+    init_loss = _loop.full_data_loss(loss_fn, params, data, eval_rows)
+    check.check_finite_loss(init_loss)
+
+    show = _progress.enabled(progress_bar)
+    config = _loop.RunConfig(
+        num_chains=num_chains,
+        num_burnin_steps=num_burnin_steps,
+        num_draws=num_draws,
+        num_steps_bw_draws=num_steps_bw_draws,
+        num_data=n,
+        batch_size=batch_size,
+        control_variate=bool(control_variate),
+        progress_rate=0,
+    )
+    run_id = 0
+    if show:
+        config = config._replace(progress_rate=_progress.rate(config.total_steps))
+        run_id = _progress.open_bar(config.total_steps, "SGLD")
+    dtype = jax.numpy.result_type(*jax.tree.leaves(params))
+    hyper = _loop.make_hyper(step_size, nbeta, localization, init_loss, dtype, run_id)
+    try:
+        out = _loop.run_chains(rng_key, params, data, hyper, loss_fn=loss_fn, config=config)
+        out = jax.tree.map(np.asarray, out)
+    finally:
+        if show:
+            _progress.close_bar(run_id)
+
+    cv = bool(control_variate) and batch_size is not None
+    delta = out.delta.astype(np.float64)
+    loss_trace = init_loss + delta
+    per_chain = llc_from_losses(loss_trace, init_loss, nbeta)
+    diverged = out.first_nonfinite_step >= 0
+    per_chain = np.where(diverged, np.nan, per_chain)
+    alive = per_chain[~diverged]
+    llc_mean = float(np.mean(alive)) if alive.size else math.nan
+    llc_std = float(np.std(alive, ddof=1)) if alive.size > 1 else math.nan
+
+    flags, evidence = [], {}
+    if diverged.any():
+        flags.append("diverged")
+        evidence["diverged"] = _divergence_evidence(
+            rng_key,
+            loss_fn,
+            params,
+            data,
+            eval_rows,
+            out.first_nonfinite_step,
+            step_size=step_size,
+            nbeta=nbeta,
+            localization=localization,
+        )
+    negative = np.flatnonzero(np.nan_to_num(per_chain, nan=0.0) < 0)
+    if negative.size:
+        flags.append("negative_estimate")
+        evidence["negative_estimate"] = (
+            f"llc_mean = {llc_mean:.4g}; chains {negative.tolist()} have negative "
+            f"estimates ({', '.join(f'{v:.3g}' for v in per_chain[negative])}). A negative "
+            "LLC means the chains found loss below L_n(w*): w* is not a local minimum "
+            "(a saddle, or not a critical point), or the localizer does not confine them. "
+            "Check the gradient and the Hessian's smallest eigenvalue at w*, raise "
+            "localization, or refine w* to a nearby minimum."
+        )
+    stderr = llc_std / math.sqrt(alive.size) if alive.size > 1 else 0.0
+    if alive.size and llc_mean - num_params / 2 > 2 * stderr:
+        flags.append("above_half_dimension")
+        evidence["above_half_dimension"] = (
+            f"llc_mean = {llc_mean:.4g} exceeds d/2 = {num_params / 2:g} by "
+            f"{llc_mean - num_params / 2:.3g} (more than 2 standard errors, "
+            f"{stderr:.3g}); no local minimum has an LLC above d/2. The step size is "
+            "probably too large (discretisation bias) or the chains are not localized; "
+            "lower step_size or raise localization."
+        )
+    if flags:
+        warnings.warn(
+            "LLC estimate flagged: " + " | ".join(f"[{f}] {evidence[f]}" for f in flags),
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+    return LLCResult(
+        llc_mean=llc_mean,
+        llc_std=llc_std,
+        llc_per_chain=per_chain,
+        loss_trace=loss_trace,
+        init_loss=init_loss,
+        nbeta=nbeta,
+        step_size=step_size,
+        localization=localization,
+        num_chains=num_chains,
+        num_draws=num_draws,
+        num_burnin_steps=num_burnin_steps,
+        num_steps_bw_draws=num_steps_bw_draws,
+        batch_size=batch_size,
+        control_variate=cv,
+        num_data=n,
+        num_params=num_params,
+        burnin_loss_trace=init_loss + out.burnin_delta.astype(np.float64),
+        distance_trace=out.distance.astype(np.float64),
+        diverged=diverged,
+        diverged_at_step=out.first_nonfinite_step.astype(np.int64),
+        flags=tuple(flags),
+        evidence=evidence,
+        wall_time=time.perf_counter() - t0,
+    )
+
+
+def _divergence_evidence(
+    rng_key, loss_fn, params, data, eval_rows, first_bad, *, step_size, nbeta, localization
+) -> str:
+    """Which chains diverged and when, and the step-size bound from the curvature at w*."""
+    bad = np.flatnonzero(first_bad >= 0)
+    rows = min(eval_rows, jax.tree.leaves(data)[0].shape[0])
+    head = jax.tree.map(lambda x: x[:rows], data)
+    mu = float(largest_eigenvalue_magnitude(jax.random.fold_in(rng_key, 7), loss_fn, params, head))
+    precision = nbeta * mu + localization
+    product = step_size * precision
+    text = (
+        f"chains {bad.tolist()} of {len(first_bad)} reached a non-finite loss at steps "
+        f"{first_bad[bad].tolist()} and are left out of llc_mean. At w* the largest Hessian "
+        f"eigenvalue magnitude is {mu:.4g} (power iteration on {rows} samples), so "
+        f"step_size * (nbeta * mu_max + localization) = {product:.3g}"
+    )
+    if product >= 4:
+        return text + (
+            " >= 4: the step size is too large for the curvature and SGLD is unstable. "
+            f"Use step_size < {4 / precision:.3g}; below {0.2 / precision:.3g} the "
+            "discretisation bias stays at a few percent."
+        )
+    return text + (
+        " < 4, stable at w* itself: the chains moved into steeper regions or minibatch "
+        f"gradient noise kicked them out. Lower step_size (e.g. {0.2 / precision:.3g}) or "
+        "raise localization or batch_size."
+    )

@@ -1,0 +1,485 @@
+"""Models whose learning coefficient is known exactly, for tests and benchmarks.
+
+Exact formulas (``fractions.Fraction`` results, with multiplicity):
+
+* :func:`dln_learning_coefficient`: deep linear networks (Aoyagi 2024).
+* :func:`rrr_learning_coefficient`: reduced-rank regression (Aoyagi & Watanabe 2005).
+* :func:`normal_crossing_learning_coefficient`: ``K = prod_j w_j^(2 k_j)`` with prior
+  ``prod_j |w_j|^(h_j)``.
+
+Problem builders return a :class:`Problem` with everything :func:`llc.estimate_llc`
+needs (``params`` at the true point, ``loss_fn``, ``data``) and the true lambda.
+"""
+
+import itertools
+import math
+from collections.abc import Sequence
+from fractions import Fraction
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+
+from llc._types import ArrayTree, Batch, LossFn
+
+__all__ = [
+    "Problem",
+    "DLN_BUCKETS",
+    "dln_learning_coefficient",
+    "rrr_learning_coefficient",
+    "normal_crossing_learning_coefficient",
+    "product_rank",
+    "make_dln_problem",
+    "make_dln_bucket_problem",
+    "make_rrr_problem",
+    "make_normal_crossing_problem",
+    "make_regular_problem",
+]
+
+
+# --------------------------------------------------------------------------- formulas
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        msg = f"{name} must be an integer >= {minimum}; got {value!r}."
+        raise TypeError(msg)
+    if value < minimum:
+        msg = f"{name} must be >= {minimum}; got {value}."
+        raise ValueError(msg)
+    return int(value)
+
+
+def dln_learning_coefficient(widths: Sequence[int], rank: int) -> tuple[Fraction, int]:
+    """Aoyagi's learning coefficient of a bias-free deep linear network.
+
+    Args:
+        widths: ``[input, hidden..., output]`` (at least two entries, each >= 1); the
+            network has ``len(widths) - 1`` weight matrices.
+        rank: rank of the true end-to-end matrix, in ``0..min(widths)``.
+
+    Returns:
+        ``(lambda, multiplicity)``, lambda an exact :class:`fractions.Fraction`.
+
+    Raises:
+        ValueError: for widths < 1, fewer than two widths, or a rank out of range.
+
+    Examples:
+        >>> dln_learning_coefficient([10, 10, 10], 5)
+        (Fraction(47, 1), 2)
+        >>> dln_learning_coefficient([5, 5, 5, 5, 5], 0)
+        (Fraction(8, 1), 4)
+    """
+    widths = [_check_int("each width", h, 1) for h in widths]
+    if len(widths) < 2:
+        msg = f"widths must list at least input and output sizes; got {widths}."
+        raise ValueError(msg)
+    rank = _check_int("rank", rank, 0)
+    if rank > min(widths):
+        msg = f"rank must be in 0..min(widths) = 0..{min(widths)}; got {rank}."
+        raise ValueError(msg)
+    deltas = [h - rank for h in widths]
+    subset = _aoyagi_subset(deltas)
+    ell = len(subset) - 1
+    s = sum(deltas[i] for i in subset)
+    m_prime = -(-s // ell)  # ceil(s / ell)
+    a = s - (m_prime - 1) * ell
+    pairs = sum(deltas[i] * deltas[j] for i, j in itertools.combinations(subset, 2))
+    lam = (
+        Fraction(rank * (widths[0] + widths[-1]) - rank**2, 2)
+        + Fraction(a * (ell - a), 4 * ell)
+        - Fraction(ell * (ell - 1), 4) * Fraction(s, ell) ** 2
+        + Fraction(pairs, 2)
+    )
+    return lam, a * (ell - a) + 1
+
+
+def _aoyagi_subset(deltas: list[int]) -> list[int]:
+    """Indices of Aoyagi's set Sigma: the first sorted prefix (length >= 2) that fits."""
+    order = sorted(range(len(deltas)), key=deltas.__getitem__)
+    for size in range(2, len(deltas) + 1):
+        inside, outside = order[:size], order[size:]
+        ell = size - 1
+        total = sum(deltas[i] for i in inside)
+        top = max(deltas[i] for i in inside)
+        if outside:
+            low = min(deltas[k] for k in outside)
+            if not (top < low and total < ell * low):
+                continue
+        if total >= ell * top:
+            return inside
+    msg = f"no valid subset for deltas {deltas} (this should not happen; please report)."
+    raise RuntimeError(msg)
+
+
+def rrr_learning_coefficient(M: int, H: int, N: int, r: int) -> tuple[Fraction, int]:
+    """Reduced-rank regression ``y = B A x`` (Aoyagi & Watanabe 2005), exact.
+
+    Args:
+        M: input dimension.
+        H: inner (hidden) dimension.
+        N: output dimension.
+        r: rank of the true matrix, in ``0..min(M, H, N)``.
+
+    Returns:
+        ``(lambda, multiplicity)``.
+
+    Examples:
+        >>> rrr_learning_coefficient(5, 3, 5, 0)
+        (Fraction(13, 2), 2)
+        >>> rrr_learning_coefficient(4, 3, 8, 0)
+        (Fraction(6, 1), 1)
+    """
+    M, H, N = (_check_int(k, v, 1) for k, v in (("M", M), ("H", H), ("N", N)))
+    r = _check_int("r", r, 0)
+    if r > min(M, H, N):
+        msg = f"r must be in 0..min(M, H, N) = 0..{min(M, H, N)}; got {r}."
+        raise ValueError(msg)
+    if M + N < H + r:
+        return Fraction(M * N, 2), 1
+    if M + H < N + r:
+        return Fraction(H * M - H * r + N * r, 2), 1
+    if N + H < M + r:
+        return Fraction(H * N - H * r + M * r, 2), 1
+    core = 2 * (H + r) * (M + N) - (M - N) ** 2 - (H + r) ** 2
+    if (M + H + N + r) % 2 == 0:
+        return Fraction(core, 8), 1
+    return Fraction(core + 1, 8), 2
+
+
+def normal_crossing_learning_coefficient(
+    k: Sequence[int], h: Sequence[int] | None = None
+) -> tuple[Fraction, int]:
+    """``K(w) = prod_j w_j^(2 k_j)`` with prior ``prod_j |w_j|^(h_j)`` near 0.
+
+    ``lambda = min over j with k_j > 0 of (h_j + 1) / (2 k_j)``; the multiplicity counts
+    the j attaining it.
+
+    Args:
+        k: exponents ``k_j >= 0``, at least one positive.
+        h: prior exponents ``h_j >= 0`` (default all 0: a prior positive at 0).
+
+    Returns:
+        ``(lambda, multiplicity)``.
+
+    Examples:
+        >>> normal_crossing_learning_coefficient([1, 2])
+        (Fraction(1, 4), 1)
+        >>> normal_crossing_learning_coefficient([3, 1], h=[1, 1])
+        (Fraction(1, 3), 1)
+    """
+    k = [_check_int("each k_j", v, 0) for v in k]
+    h = [0] * len(k) if h is None else [_check_int("each h_j", v, 0) for v in h]
+    if len(h) != len(k):
+        msg = f"h must have one entry per entry of k ({len(k)}); got {len(h)}."
+        raise ValueError(msg)
+    ratios = [Fraction(hj + 1, 2 * kj) for kj, hj in zip(k, h, strict=True) if kj > 0]
+    if not ratios:
+        msg = f"at least one k_j must be positive; got k = {k}."
+        raise ValueError(msg)
+    lam = min(ratios)
+    return lam, ratios.count(lam)
+
+
+def product_rank(matrices: Sequence, rtol: float = 1e-5) -> int:
+    """Rank of ``matrices[0] @ matrices[1] @ ...``, robust to ill-conditioned products.
+
+    Tracks an orthonormal basis of the row space as it passes through each factor (in
+    float64), thresholding singular values relative to the largest at every factor,
+    so a deep product's tiny but nonzero singular values are not mistaken for zeros.
+
+    Args:
+        matrices: factors of shapes ``(h0, h1), (h1, h2), ...`` (``x @ W`` convention).
+        rtol: relative singular-value threshold per factor.
+
+    Returns:
+        The rank of the product.
+
+    Examples:
+        >>> import numpy as np
+        >>> a = np.outer(np.arange(1.0, 4.0), np.ones(3))
+        >>> product_rank([np.eye(3), a, np.eye(3)])
+        1
+    """
+    basis = np.eye(np.shape(matrices[0])[0])
+    for w in matrices:
+        image = basis @ np.asarray(w, np.float64)
+        u, s, _ = np.linalg.svd(image.T, full_matrices=False)
+        if s.size == 0 or s[0] == 0:
+            return 0
+        keep = int(np.sum(s > rtol * s[0]))
+        basis = u[:, :keep].T
+    return basis.shape[0]
+
+
+# --------------------------------------------------------------------------- problems
+
+
+class Problem(NamedTuple):
+    """A model at a point whose learning coefficient is known exactly.
+
+    Attributes:
+        name: a short description.
+        params: the true parameter w* (a pytree).
+        loss_fn: ``loss_fn(params, batch) -> scalar`` mean loss.
+        data: a pytree of arrays with a leading axis n.
+        true_lambda: the exact learning coefficient at ``params``.
+        multiplicity: its multiplicity.
+        num_params: d.
+        rank: the realised rank of the end-to-end map (linear models), else None.
+        widths: layer widths (linear models), else None.
+    """
+
+    name: str
+    params: ArrayTree
+    loss_fn: LossFn
+    data: Batch
+    true_lambda: Fraction
+    multiplicity: int
+    num_params: int
+    rank: int | None = None
+    widths: tuple[int, ...] | None = None
+
+
+def _linear_chain_mse(params, batch):
+    """Mean squared error (over samples and outputs) of ``x @ W1 @ W2 @ ...``."""
+    x, y = batch
+    out = x
+    for w in params:
+        out = out @ w
+    return jnp.mean((out - y) ** 2)
+
+
+def _haiku_like_init(rng: np.random.Generator, fan_in: int, fan_out: int) -> np.ndarray:
+    """Truncated normal (2 std), std = 1/sqrt(fan_in): Haiku's default for Linear."""
+    std = 1.0 / math.sqrt(fan_in)
+    draws = rng.standard_normal((fan_in, fan_out))
+    while np.any(bad := np.abs(draws) > 2):
+        draws[bad] = rng.standard_normal(int(bad.sum()))
+    return draws * std / 0.87962566103423978  # std of N(0,1) truncated to [-2, 2]
+
+
+def _reduce_rank(rng: np.random.Generator, w: np.ndarray) -> np.ndarray:
+    """Drop a uniform random number (0..r-1) of singular values: rank stays >= 1."""
+    u, s, vt = np.linalg.svd(w, full_matrices=False)
+    new_rank = len(s) - int(rng.integers(0, max(1, len(s))))
+    s[new_rank:] = 0.0
+    return (u * s) @ vt
+
+
+def make_dln_problem(
+    widths: Sequence[int],
+    *,
+    seed: int = 0,
+    num_data: int = 100_000,
+    prop_rank_reduce: float = 0.5,
+    input_range: float = 10.0,
+) -> Problem:
+    """A deep linear network teacher in the set-up of Furman & Lau.
+
+    Each weight matrix gets Haiku's default init; with probability
+    ``prop_rank_reduce`` its rank is reduced by a uniform random amount (SVD
+    truncation). Inputs are ``Uniform[-input_range, input_range]``, targets are the
+    teacher's noise-free outputs, and the loss is the MSE (mean over samples and
+    outputs), so ``L_n(w*) = 0``. The true lambda uses the realised rank of the product.
+
+    Args:
+        widths: ``[input, hidden..., output]``.
+        seed: seed of everything random here.
+        num_data: n.
+        prop_rank_reduce: probability that a layer is rank-reduced.
+        input_range: half-width of the input distribution.
+
+    Returns:
+        A :class:`Problem` with ``params`` a tuple of float32 matrices (``x @ W``).
+
+    Examples:
+        >>> p = make_dln_problem([3, 4, 2], seed=0, num_data=100, prop_rank_reduce=0.0)
+        >>> p.rank, p.num_params, p.true_lambda
+        (2, 20, Fraction(3, 1))
+    """
+    widths = tuple(_check_int("each width", h, 1) for h in widths)
+    rng = np.random.default_rng(seed)
+    layers = []
+    for fan_in, fan_out in itertools.pairwise(widths):
+        w = _haiku_like_init(rng, fan_in, fan_out)
+        if rng.random() < prop_rank_reduce:
+            w = _reduce_rank(rng, w)
+        layers.append(w.astype(np.float32))
+    rank = product_rank(layers)
+    lam, mult = dln_learning_coefficient(widths, rank)
+    x = rng.uniform(-input_range, input_range, (num_data, widths[0])).astype(np.float32)
+    y = x.astype(np.float64)
+    for w in layers:
+        y = y @ w.astype(np.float64)
+    params = tuple(jnp.asarray(w) for w in layers)
+    data = (jnp.asarray(x), jnp.asarray(y.astype(np.float32)))
+    name = f"DLN {list(widths)} rank {rank}"
+    d = sum(w.size for w in layers)
+    return Problem(name, params, _linear_chain_mse, data, lam, mult, d, rank, widths)
+
+
+class DLNBucket(NamedTuple):
+    """A size bucket of the Furman & Lau benchmark and its published SGLD settings."""
+
+    name: str
+    matrices: tuple[int, int]  # inclusive range of the number of weight matrices
+    widths: tuple[int, int]  # inclusive range of each width
+    num_data: int
+    step_size: float
+    num_steps: int
+
+
+DLN_BUCKETS = {
+    "1K": DLNBucket("1K", (2, 5), (5, 50), 100_000, 5e-7, 10_000),
+    "10K": DLNBucket("10K", (2, 10), (5, 100), 100_000, 5e-7, 10_000),
+    "100K": DLNBucket("100K", (2, 10), (50, 500), 1_000_000, 1e-7, 50_000),
+    "1M": DLNBucket("1M", (2, 20), (100, 1000), 1_000_000, 2e-8, 50_000),
+}
+"""Furman & Lau's buckets (slt-reference.md, section 5.1)."""
+
+
+def make_dln_bucket_problem(bucket: str, seed: int, *, num_data: int | None = None) -> Problem:
+    """A random DLN from a Furman & Lau size bucket: depth and widths drawn from ``seed``.
+
+    Args:
+        bucket: one of ``DLN_BUCKETS`` ("1K", "10K", "100K", "1M").
+        seed: seed of the architecture, the teacher and the data.
+        num_data: n (default: the bucket's).
+
+    Returns:
+        A :class:`Problem`.
+
+    Examples:
+        >>> p = make_dln_bucket_problem("1K", seed=3, num_data=64)
+        >>> 2 <= len(p.widths) - 1 <= 5 and all(5 <= h <= 50 for h in p.widths)
+        True
+    """
+    if bucket not in DLN_BUCKETS:
+        msg = f"bucket must be one of {sorted(DLN_BUCKETS)}; got {bucket!r}."
+        raise ValueError(msg)
+    spec = DLN_BUCKETS[bucket]
+    rng = np.random.default_rng([seed, 7919])
+    depth = int(rng.integers(spec.matrices[0], spec.matrices[1] + 1))
+    widths = [int(v) for v in rng.integers(spec.widths[0], spec.widths[1] + 1, depth + 1)]
+    return make_dln_problem(widths, seed=seed, num_data=num_data or spec.num_data)
+
+
+def make_rrr_problem(
+    M: int, H: int, N: int, r: int, *, seed: int = 0, num_data: int = 10_000
+) -> Problem:
+    """Reduced-rank regression ``y = x A B`` at a true point of rank ``r``.
+
+    The teacher ``(A, B)`` has ``A`` of shape ``(M, H)`` and ``B`` of shape ``(H, N)``
+    with ``rank(A B) = r``; inputs are standard normal, targets noise-free, loss MSE.
+
+    Args:
+        M: input dimension.
+        H: inner dimension.
+        N: output dimension.
+        r: true rank, ``0..min(M, H, N)``.
+        seed: seed.
+        num_data: n.
+
+    Returns:
+        A :class:`Problem` with ``params = (A, B)``.
+
+    Examples:
+        >>> make_rrr_problem(5, 3, 5, 0, num_data=50).true_lambda
+        Fraction(13, 2)
+    """
+    lam, mult = rrr_learning_coefficient(M, H, N, r)
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((M, H)) / math.sqrt(M)
+    b = rng.standard_normal((H, N)) / math.sqrt(H)
+    a[:, r:] = 0.0  # only r inner units carry signal: rank(A B) = r generically
+    b[r:, :] = 0.0
+    x = rng.standard_normal((num_data, M))
+    y = x @ a @ b
+    params = (jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32))
+    data = (jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32))
+    realised = product_rank([a, b])
+    name = f"RRR M={M} H={H} N={N} r={r}"
+    return Problem(
+        name, params, _linear_chain_mse, data, lam, mult, H * (M + N), realised, (M, H, N)
+    )
+
+
+def make_normal_crossing_problem(
+    k: Sequence[int], *, seed: int = 0, num_data: int = 10_000
+) -> Problem:
+    """The model ``f(x; w) = x * prod_j w_j^(k_j)`` with true point ``w* = 0``.
+
+    Inputs are normalised so that ``mean(x^2) = 1`` exactly and targets are 0, so the
+    full-data loss ``mean((f(x; w) - y)^2)`` *is* the normal crossing
+    ``K(w) = prod_j w_j^(2 k_j)``; minibatch losses fluctuate around it.
+
+    Args:
+        k: exponents ``k_j >= 1``.
+        seed: seed of the inputs.
+        num_data: n.
+
+    Returns:
+        A :class:`Problem` with ``params`` a float32 vector of zeros.
+
+    Examples:
+        >>> make_normal_crossing_problem([1, 2], num_data=10).true_lambda
+        Fraction(1, 4)
+    """
+    k = tuple(_check_int("each k_j", v, 1) for v in k)
+    lam, mult = normal_crossing_learning_coefficient(k)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(num_data)
+    x /= math.sqrt(np.mean(x**2))
+    powers = jnp.asarray(k, jnp.float32)
+
+    def loss_fn(w, batch):
+        xb, yb = batch
+        return jnp.mean((xb * jnp.prod(w**powers) - yb) ** 2)
+
+    data = (jnp.asarray(x, jnp.float32), jnp.zeros(num_data, jnp.float32))
+    params = jnp.zeros(len(k), jnp.float32)
+    return Problem(f"normal crossing k={list(k)}", params, loss_fn, data, lam, mult, len(k))
+
+
+def make_regular_problem(
+    d: int, *, seed: int = 0, num_data: int = 10_000, noise: float = 1.0
+) -> Problem:
+    """Linear regression with Gaussian noise at its least-squares solution: lambda = d/2.
+
+    The loss is ``0.5 * mean((x w - y)^2)`` and ``w*`` minimises it exactly, so w* is a
+    non-degenerate minimum of the empirical loss.
+
+    Args:
+        d: number of parameters (features).
+        seed: seed.
+        num_data: n.
+        noise: standard deviation of the target noise.
+
+    Returns:
+        A :class:`Problem`.
+
+    Examples:
+        >>> make_regular_problem(4, num_data=100).true_lambda
+        Fraction(2, 1)
+    """
+    d = _check_int("d", d, 1)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((num_data, d))
+    y = x @ rng.standard_normal(d) + noise * rng.standard_normal(num_data)
+    w_star = np.linalg.lstsq(x, y, rcond=None)[0]
+
+    def loss_fn(w, batch):
+        xb, yb = batch
+        return 0.5 * jnp.mean((xb @ w - yb) ** 2)
+
+    data = (jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32))
+    return Problem(
+        f"linear regression d={d}",
+        jnp.asarray(w_star, jnp.float32),
+        loss_fn,
+        data,
+        Fraction(d, 2),
+        1,
+        d,
+    )

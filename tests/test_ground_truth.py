@@ -1,0 +1,187 @@
+"""Exact learning coefficients (slt-reference.md section 2) and the problem builders."""
+
+import itertools
+from fractions import Fraction as F
+
+import numpy as np
+import pytest
+
+from llc import ground_truth as gt
+
+
+def test_dln_equals_rrr_for_every_small_case():
+    # A 3-width DLN [M, H, N] is reduced-rank regression: lambda and m must agree exactly.
+    count = 0
+    for M, H, N in itertools.product(range(1, 9), repeat=3):
+        for r in range(min(M, H, N) + 1):
+            assert gt.dln_learning_coefficient([M, H, N], r) == gt.rrr_learning_coefficient(
+                M, H, N, r
+            ), (M, H, N, r)
+            count += 1
+    assert count == sum(min(t) + 1 for t in itertools.product(range(1, 9), repeat=3))
+
+
+@pytest.mark.parametrize(("m", "n"), [(1, 1), (3, 7), (10, 4), (20, 20)])
+def test_single_layer_is_regular_for_every_rank(m, n):
+    for r in range(min(m, n) + 1):
+        assert gt.dln_learning_coefficient([m, n], r) == (F(m * n, 2), 1)
+
+
+@pytest.mark.parametrize(
+    ("widths", "r", "lam", "m"),
+    [
+        ([2, 1, 2], 0, F(1), 2),
+        ([1, 2, 1], 0, F(1, 2), 1),
+        ([2, 2, 2], 0, F(3, 2), 1),
+        ([2, 2, 2, 2], 0, F(3, 2), 3),
+        ([3, 3, 4], 0, F(4), 1),
+        ([3, 3, 2, 2], 0, F(2), 3),
+        ([5, 3, 5], 0, F(13, 2), 2),
+        ([5, 4, 5], 0, F(8), 1),
+        ([5, 10, 5], 0, F(25, 2), 1),
+        ([10, 10, 10], 0, F(75, 2), 1),
+        ([10, 10, 10], 5, F(47), 2),
+        ([5, 5, 5, 5, 5], 0, F(8), 4),
+        ([5, 5, 5, 5, 5], 2, F(11), 4),
+        ([10, 20, 20, 10], 0, F(50), 1),
+        ([20, 40, 40, 20], 0, F(200), 1),
+        ([10] * 5, 0, F(63, 2), 5),
+        ([10] * 5, 5, F(91, 2), 4),
+    ],
+)
+def test_dln_reference_table(widths, r, lam, m):
+    assert gt.dln_learning_coefficient(widths, r) == (lam, m)
+
+
+def test_dln_peer_benchmark_value():
+    assert gt.dln_learning_coefficient([10, 10, 10, 10], 5)[0] == 46
+
+
+@pytest.mark.parametrize(
+    ("layers", "lam"),
+    [
+        (1, 5000),
+        (2, 3750),
+        (3, F(6667, 2)),
+        (4, 3125),
+        (5, 3000),
+        (10, 2750),
+        (20, 2625),
+        (50, 2550),
+        (100, 2525),
+    ],
+)
+def test_dln_depth_behaviour_width_100(layers, lam):
+    assert gt.dln_learning_coefficient([100] * (layers + 1), 0)[0] == lam
+
+
+def _brute_force_subset_lambda(widths, r):
+    """Exhaustive search over all subsets for Aoyagi's conditions (a)-(c)."""
+    deltas = [h - r for h in widths]
+    idx = range(len(deltas))
+    found = []
+    for size in range(2, len(deltas) + 1):
+        for sub in itertools.combinations(idx, size):
+            out = [k for k in idx if k not in sub]
+            ell, s = size - 1, sum(deltas[i] for i in sub)
+            top = max(deltas[i] for i in sub)
+            ok_a = not out or top < min(deltas[k] for k in out)
+            ok_b = s >= ell * top
+            ok_c = not out or s < ell * min(deltas[k] for k in out)
+            if ok_a and ok_b and ok_c:
+                found.append(sorted(deltas[i] for i in sub))
+    return found
+
+
+def test_prefix_search_matches_exhaustive_search():
+    rng = np.random.default_rng(0)
+    for _ in range(400):
+        widths = [int(h) for h in rng.integers(1, 12, rng.integers(3, 7))]
+        r = int(rng.integers(0, min(widths) + 1))
+        found = _brute_force_subset_lambda(widths, r)
+        assert len(found) == 1, (widths, r, found)
+        deltas = [h - r for h in widths]
+        chosen = sorted(deltas[i] for i in gt._aoyagi_subset(deltas))
+        assert chosen == found[0]
+
+
+def test_rrr_cases_and_devinterp_values():
+    assert gt.rrr_learning_coefficient(5, 3, 5, 0) == (F(13, 2), 2)
+    assert gt.rrr_learning_coefficient(5, 4, 5, 0) == (F(8), 1)
+    for M, H, N in [(4, 3, 8), (8, 3, 4), (3, 8, 4)]:
+        assert gt.rrr_learning_coefficient(M, H, N, 0)[0] == 6
+    assert gt.rrr_learning_coefficient(1, 1, 5, 1) == (F(5, 2), 1)  # case 2: M + H < N + r
+
+
+def test_normal_crossing_values():
+    nc = gt.normal_crossing_learning_coefficient
+    assert nc([0, 1]) == (F(1, 2), 1)
+    assert nc([1, 1]) == (F(1, 2), 2)
+    assert nc([2, 2]) == (F(1, 4), 2)
+    assert nc([1, 3]) == (F(1, 6), 1)
+    assert nc([3, 1], h=[1, 1]) == (F(1, 3), 1)
+    assert nc([2, 1], h=[2, 2]) == (F(3, 4), 1)
+    assert nc([4, 1], h=[6, 3]) == (F(7, 8), 1)
+    assert nc([1, 1], h=[1, 1]) == (F(1), 2)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: gt.dln_learning_coefficient([3, 0, 2], 0), ValueError, "each width"),
+        (lambda: gt.dln_learning_coefficient([3], 0), ValueError, "at least input"),
+        (lambda: gt.dln_learning_coefficient([3, 4, 2], 3), ValueError, "0..2"),
+        (lambda: gt.dln_learning_coefficient([3, 4, 2], -1), ValueError, "rank"),
+        (lambda: gt.dln_learning_coefficient([3.5, 2], 0), TypeError, "integer"),
+        (lambda: gt.rrr_learning_coefficient(3, 2, 4, 3), ValueError, "0..2"),
+        (lambda: gt.normal_crossing_learning_coefficient([0, 0]), ValueError, "positive"),
+        (lambda: gt.normal_crossing_learning_coefficient([1, 1], h=[0]), ValueError, "one entry"),
+        (lambda: gt.make_dln_bucket_problem("5K", 0), ValueError, "bucket"),
+    ],
+)
+def test_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_product_rank_survives_deep_ill_conditioned_products():
+    rng = np.random.default_rng(1)
+    layers = [rng.standard_normal((30, 30)) for _ in range(12)]
+    s = np.linalg.svd(np.linalg.multi_dot(layers), compute_uv=False)
+    assert s[-1] / s[0] < 1e-8  # a naive matrix_rank on the product would be fooled
+    assert gt.product_rank(layers) == 30
+    u, sv, vt = np.linalg.svd(layers[5])
+    sv[7:] = 0.0
+    layers[5] = (u * sv) @ vt
+    assert gt.product_rank(layers) == 7
+
+
+def test_dln_problem_is_realisable_with_known_rank():
+    p = gt.make_dln_problem([6, 5, 4, 3], seed=2, num_data=500, prop_rank_reduce=1.0)
+    assert float(p.loss_fn(p.params, p.data)) < 1e-10
+    prod = np.linalg.multi_dot([np.asarray(w, np.float64) for w in p.params])
+    assert p.rank == np.linalg.matrix_rank(prod, tol=1e-4 * np.linalg.norm(prod, 2))
+    assert 1 <= p.rank <= 3
+    assert (p.true_lambda, p.multiplicity) == gt.dln_learning_coefficient([6, 5, 4, 3], p.rank)
+    assert p.num_params == 6 * 5 + 5 * 4 + 4 * 3
+    x = np.asarray(p.data[0])
+    assert x.min() >= -10 and x.max() <= 10 and x.shape == (500, 6)
+
+
+def test_bucket_problems_follow_the_bucket_ranges_and_seed():
+    spec = gt.DLN_BUCKETS["10K"]
+    for seed in range(5):
+        p = gt.make_dln_bucket_problem("10K", seed, num_data=10)
+        assert spec.matrices[0] <= len(p.widths) - 1 <= spec.matrices[1]
+        assert all(spec.widths[0] <= h <= spec.widths[1] for h in p.widths)
+    a, b = (gt.make_dln_bucket_problem("1K", 4, num_data=10) for _ in range(2))
+    assert a.widths == b.widths and a.rank == b.rank
+
+
+def test_rrr_and_normal_crossing_problems():
+    p = gt.make_rrr_problem(5, 3, 4, 2, num_data=200)
+    assert p.rank == 2 and float(p.loss_fn(p.params, p.data)) < 1e-10
+    assert p.true_lambda == gt.rrr_learning_coefficient(5, 3, 4, 2)[0]
+    q = gt.make_normal_crossing_problem([1, 2], num_data=1000)
+    w = np.array([0.7, -1.3], np.float32)
+    assert float(q.loss_fn(w, q.data)) == pytest.approx(0.7**2 * 1.3**4, rel=1e-5)
