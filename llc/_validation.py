@@ -117,11 +117,15 @@ def check_batch_size(batch_size, n: int) -> int | None:
     return int(batch_size)
 
 
-def check_loss_shape(loss_fn, params, batch) -> None:
-    """``loss_fn(params, batch)`` must return a scalar (checked by abstract evaluation)."""
+def check_callable(loss_fn) -> None:
+    """``loss_fn`` must be a function of ``(params, batch)``."""
     if not callable(loss_fn):
         msg = f"loss_fn must be callable as loss_fn(params, batch); got {type(loss_fn).__name__}."
         raise TypeError(msg)
+
+
+def check_loss_shape(loss_fn, params, batch) -> None:
+    """``loss_fn(params, batch)`` must return a scalar (checked by abstract evaluation)."""
     out = jax.eval_shape(loss_fn, params, batch)
     if not hasattr(out, "shape") or out.shape != ():
         shape = getattr(out, "shape", type(out).__name__)

@@ -206,9 +206,7 @@ def estimate_llc(
     """
     t0 = time.perf_counter()
     rng_key = check.check_key(rng_key)
-    if not callable(loss_fn):
-        msg = f"loss_fn must be callable as loss_fn(params, batch); got {type(loss_fn).__name__}."
-        raise TypeError(msg)
+    check.check_callable(loss_fn)
     num_params = check.check_params(params)
     n = check.check_data(data)
     batch_size = check.check_batch_size(batch_size, n)

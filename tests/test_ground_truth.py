@@ -185,3 +185,84 @@ def test_rrr_and_normal_crossing_problems():
     q = gt.make_normal_crossing_problem([1, 2], num_data=1000)
     w = np.array([0.7, -1.3], np.float32)
     assert float(q.loss_fn(w, q.data)) == pytest.approx(0.7**2 * 1.3**4, rel=1e-5)
+
+
+def _jacobian_rank(mats):
+    """Dense oracle: rank of d(W1 ... WL) from the Jacobian, in float64."""
+    import jax
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+
+    with jax.enable_x64(True):
+        params = tuple(jnp.asarray(m, jnp.float64) for m in mats)
+        flat, unravel = ravel_pytree(params)
+
+        def prod(f):
+            out = unravel(f)[0]
+            for w in unravel(f)[1:]:
+                out = out @ w
+            return out.ravel()
+
+        s = np.linalg.svd(np.asarray(jax.jacfwd(prod)(flat)), compute_uv=False)
+    return int(np.sum(s > 1e-9 * s[0]))
+
+
+def _exact_rank_matrix(rng, shape, rank):
+    """A float64 matrix of exactly the given rank (product of thin factors)."""
+    return rng.standard_normal((shape[0], rank)) @ rng.standard_normal((rank, shape[1]))
+
+
+def test_hessian_rank_staircase_matches_the_jacobian():
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        widths = [int(h) for h in rng.integers(1, 7, rng.integers(3, 6))]
+        mats = []
+        for a, b in itertools.pairwise(widths):
+            r = int(rng.integers(0, min(a, b) + 1))
+            mats.append(_exact_rank_matrix(rng, (a, b), r))
+        assert gt.dln_hessian_rank(mats) == _jacobian_rank(mats), widths
+
+
+def test_gauss_newton_hessian_rank_of_a_realisable_dln():
+    # The full loss Hessian (not just the Jacobian) at a realisable teacher.
+    import jax
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+
+    p = gt.make_dln_problem([4, 3, 5, 3], seed=5, num_data=400, prop_rank_reduce=1.0)
+    with jax.enable_x64(True):
+        params = tuple(jnp.asarray(w, jnp.float64) for w in p.params)
+        data = tuple(jnp.asarray(x, jnp.float64) for x in p.data)
+        flat, unravel = ravel_pytree(params)
+        hess = jax.hessian(lambda f: p.loss_fn(unravel(f), data))(flat)
+        eig = np.linalg.eigvalsh(np.asarray(hess))
+    assert np.min(eig) > -1e-6 * np.max(eig)  # a minimum: no negative curvature
+    assert int(np.sum(eig > 1e-6 * np.max(eig))) == gt.dln_hessian_rank(p.params)
+
+
+def test_local_llc_at_a_submersion_point_and_bounds():
+    # Full-rank square layers with a rank-1 middle factor still make a submersion when
+    # the first and last layers are invertible: the local LLC is then H_in * H_out / 2,
+    # larger than Aoyagi's global value for rank 1.
+    rng = np.random.default_rng(0)
+    mats = [
+        rng.standard_normal((6, 6)),
+        _exact_rank_matrix(rng, (6, 4), 1),
+        rng.standard_normal((4, 4)),
+    ]
+    assert gt.dln_hessian_rank(mats) == 24
+    assert gt.dln_local_learning_coefficient(mats) == 12
+    assert gt.dln_learning_coefficient([6, 6, 4, 4], 1)[0] < 12
+    # Every layer of rank exactly r: not a Morse-Bott point, no closed form claimed.
+    low = [
+        _exact_rank_matrix(rng, (6, 6), 1),
+        _exact_rank_matrix(rng, (6, 4), 1),
+        _exact_rank_matrix(rng, (4, 4), 1),
+    ]
+    assert gt.dln_local_learning_coefficient(low) is None
+
+
+def test_dln_problem_carries_local_bounds():
+    p = gt.make_dln_bucket_problem("1K", 1, num_data=10)
+    assert p.lambda_lower_bound == max(p.true_lambda, F(gt.dln_hessian_rank(p.params), 2))
+    assert p.local_lambda is None or p.local_lambda == p.lambda_lower_bound

@@ -1,0 +1,256 @@
+"""Accuracy against exact learning coefficients: the Furman & Lau deep-linear-network set-up.
+
+For each size bucket (~1K, ~10K, ~100K parameters; ~1M behind ``--include-1m``) and seed,
+draws a random bias-free DLN teacher (depth and widths from the bucket, each layer
+rank-reduced with probability 0.5, inputs Uniform[-10, 10], noise-free targets, MSE),
+estimates the LLC at the teacher with the library's documented recipe
+(:func:`llc.ground_truth.dln_recipe`, the Furman & Lau settings), and compares with
+Aoyagi's exact lambda.
+
+Relative error is (lambda - lambda_hat) / lambda, as in Furman & Lau: positive means
+underestimate. Benchmark seeds are 0, 1, ...; the recipe was chosen on seeds >= 100.
+
+Aoyagi's lambda is the *global* coefficient of the true-parameter set. The LLC at a
+random teacher can be larger: every row also reports the proven lower bound
+max(lambda, rank(H)/2) on the LLC at the teacher, and the exact local LLC where the
+teacher is a Morse-Bott point (``llc.ground_truth.dln_local_learning_coefficient``), with
+the relative error against that exact local value. Rows whose bound exceeds lambda are
+marked with *: there no correct local estimator can be within the bar of lambda.
+
+Outputs: a table on stdout, ``results/accuracy.json``, ``results/accuracy_scatter.png``
+(lambda_hat vs lambda, log-log, with the diagonal) and ``results/accuracy_relerr.png``
+(histogram of relative errors).
+
+Usage:
+    python benchmarks/accuracy.py --quick           # 1K and 10K, 3 seeds each: minutes
+    python benchmarks/accuracy.py --seeds 8         # 1K, 10K, 100K
+    python benchmarks/accuracy.py --include-1m      # adds the ~1M bucket (hours on CPU)
+"""
+
+import argparse
+import time
+import warnings
+
+import jax
+import numpy as np
+from _common import RESULTS, write
+
+import llc
+from llc import ground_truth
+
+PUBLISHED = {
+    "median_relative_error": 0.18,
+    "share_beyond_0.37": 0.25,
+    "source": "Furman & Lau (arXiv 2308.12108 v2), read off the authors' figure; "
+    "slt-reference.md section 5.1",
+}
+BUCKET_ORDER = list(ground_truth.DLN_BUCKETS)
+
+
+def run_one(bucket: str, seed: int, chains: int, max_params: int | None) -> dict:
+    problem = ground_truth.make_dln_bucket_problem(bucket, seed)
+    local = problem.local_lambda
+    row = {
+        "bucket": bucket,
+        "seed": seed,
+        "widths": list(problem.widths),
+        "d": problem.num_params,
+        "rank": problem.rank,
+        "true_lambda": float(problem.true_lambda),
+        "multiplicity": problem.multiplicity,
+        "local_lower_bound": float(problem.lambda_lower_bound),
+        "local_lambda": None if local is None else float(local),
+    }
+    if max_params is not None and problem.num_params > max_params:
+        row["skipped"] = f"d = {problem.num_params} > --max-params {max_params}"
+        return row
+    recipe = ground_truth.dln_recipe(bucket)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = llc.estimate_llc(
+            jax.random.key(seed),
+            problem.loss_fn,
+            problem.params,
+            problem.data,
+            num_chains=chains,
+            progress_bar=False,
+            **recipe,
+        )
+    lam, est = row["true_lambda"], result.llc_mean
+    row.update(
+        llc_mean=est,
+        llc_std=result.llc_std,
+        llc_stderr=result.llc_stderr,
+        relative_error=(lam - est) / lam,
+        local_relative_error=None if local is None else (float(local) - est) / float(local),
+        bound_exceeds_lambda_by=(row["local_lower_bound"] - lam) / lam,
+        time_s=time.perf_counter() - start,
+        diverged_chains=int(result.diverged.sum()),
+        flags=list(result.flags),
+        recipe=recipe,
+    )
+    return row
+
+
+def summarise(rows: list[dict]) -> dict:
+    out = {}
+    for bucket in BUCKET_ORDER:
+        done = [r for r in rows if r["bucket"] == bucket and "relative_error" in r]
+        if not done:
+            continue
+        rel = np.array([r["relative_error"] for r in done])
+        sound = [abs(r["relative_error"]) for r in done if r["bound_exceeds_lambda_by"] <= 0]
+        local = [abs(r["local_relative_error"]) for r in done if r["local_lambda"] is not None]
+        out[bucket] = {
+            "runs": len(done),
+            "median_abs_relative_error": float(np.median(np.abs(rel))),
+            "max_abs_relative_error": float(np.max(np.abs(rel))),
+            "median_relative_error": float(np.median(rel)),
+            "diverged_chains": int(sum(r["diverged_chains"] for r in done)),
+            "runs_where_llc_at_teacher_provably_exceeds_lambda": len(done) - len(sound),
+            "median_abs_relative_error_other_runs": float(np.median(sound)) if sound else None,
+            "max_abs_relative_error_other_runs": float(np.max(sound)) if sound else None,
+            "runs_with_exact_local_llc": len(local),
+            "median_abs_error_vs_exact_local_llc": float(np.median(local)) if local else None,
+        }
+    return out
+
+
+def plot(rows: list[dict], stem: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if "relative_error" in r]
+    buckets = [b for b in BUCKET_ORDER if any(r["bucket"] == b for r in done)]
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for b in buckets:
+        sel = [r for r in done if r["bucket"] == b]
+        ax.errorbar(
+            [r["true_lambda"] for r in sel],
+            [r["llc_mean"] for r in sel],
+            yerr=[2 * r["llc_stderr"] for r in sel],
+            fmt="o",
+            label=f"~{b} params",
+        )
+        marked = [r for r in sel if r["bound_exceeds_lambda_by"] > 0]
+        ax.scatter(
+            [r["true_lambda"] for r in marked],
+            [r["local_lower_bound"] for r in marked],
+            marker="_",
+            s=200,
+            color="k",
+        )
+    lims = [min(r["true_lambda"] for r in done) / 1.5, max(r["true_lambda"] for r in done) * 1.5]
+    ax.plot(lims, lims, "k--", lw=1, label="exact λ (Aoyagi)")
+    ax.scatter([], [], marker="_", s=200, color="k", label="lower bound on the LLC at the teacher")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="Aoyagi's learning coefficient λ",
+        ylabel="estimated λ̂ (± 2 s.e.)",
+        title="LLC at the teacher, deep linear networks",
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"{stem}_scatter.png", dpi=120)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.hist(
+        [[r["relative_error"] for r in done if r["bucket"] == b] for b in buckets],
+        bins=np.linspace(-0.5, 0.5, 21),
+        label=[f"~{b}" for b in buckets],
+        stacked=True,
+    )
+    ax.axvline(
+        PUBLISHED["median_relative_error"], color="r", ls="--", label="Furman & Lau median (+0.18)"
+    )
+    ax.set(xlabel="relative error (λ − λ̂)/λ  (positive: underestimate)", ylabel="runs")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"{stem}_relerr.png", dpi=120)
+    plt.close("all")
+
+
+def print_row(r: dict) -> None:
+    head = f"{r['bucket']:>6} {r['seed']:>4} {r['d']:>8} {r['rank']:>3} {r['true_lambda']:>8.1f} "
+    head += f"{r['local_lower_bound']:>8.1f} "
+    if "skipped" in r:
+        print(head + f"  skipped: {r['skipped']}", flush=True)
+        return
+    local = "-" if r["local_lambda"] is None else f"{r['local_lambda']:.1f}"
+    vs_local = "-" if r["local_relative_error"] is None else f"{r['local_relative_error']:+.3f}"
+    est = f"{r['llc_mean']:.1f} ± {r['llc_std']:.1f}"
+    mark = " *" if r["bound_exceeds_lambda_by"] > 0 else ""
+    div = f"  diverged chains: {r['diverged_chains']}" if r["diverged_chains"] else ""
+    print(
+        head + f"{local:>8} {est:>17} {r['relative_error']:>+8.3f} {vs_local:>8} "
+        f"{r['time_s']:>5.0f}s  {r['widths']}{mark}{div}",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--buckets", nargs="+", default=["1K", "10K", "100K"])
+    parser.add_argument("--seeds", type=int, default=8, help="seeds per bucket (0..N-1)")
+    parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument("--quick", action="store_true", help="1K and 10K, 3 seeds each")
+    parser.add_argument("--include-1m", action="store_true", help="add the ~1M bucket")
+    parser.add_argument(
+        "--max-params",
+        type=int,
+        default=None,
+        help="skip (and report) problems with more parameters than this",
+    )
+    parser.add_argument("--name", default="accuracy", help="stem of the output files")
+    args = parser.parse_args()
+    buckets, seeds = list(args.buckets), args.seeds
+    if args.quick:
+        buckets, seeds = ["1K", "10K"], 3
+    if args.include_1m and "1M" not in buckets:
+        buckets.append("1M")
+
+    print(
+        f"{'bucket':>6} {'seed':>4} {'d':>8} {'r':>3} {'lambda':>8} {'bound':>8} {'local':>8} "
+        f"{'lambda_hat':>17} {'rel.err':>8} {'vs.local':>8} {'time':>6}  widths"
+    )
+    rows = []
+    for bucket in buckets:
+        for seed in range(seeds):
+            rows.append(run_one(bucket, seed, args.chains, args.max_params))
+            print_row(rows[-1])
+    summary = summarise(rows)
+    print("\n* the LLC at this teacher provably exceeds Aoyagi's lambda (bound > lambda)")
+    for b, s in summary.items():
+        print(
+            f"~{b}: {s['runs']} runs; |rel.err| median {s['median_abs_relative_error']:.3f}, "
+            f"max {s['max_abs_relative_error']:.3f}; median rel.err "
+            f"{s['median_relative_error']:+.3f}; diverged chains {s['diverged_chains']}"
+        )
+        if s["median_abs_relative_error_other_runs"] is not None:
+            print(
+                f"      without the {s['runs_where_llc_at_teacher_provably_exceeds_lambda']} "
+                f"*-runs: median {s['median_abs_relative_error_other_runs']:.3f}, max "
+                f"{s['max_abs_relative_error_other_runs']:.3f}"
+            )
+        if s["median_abs_error_vs_exact_local_llc"] is not None:
+            print(
+                f"      against the exact local LLC ({s['runs_with_exact_local_llc']} runs): "
+                f"median |rel.err| {s['median_abs_error_vs_exact_local_llc']:.3f}"
+            )
+    print(
+        f"published (Furman & Lau, all sizes): median rel.err "
+        f"+{PUBLISHED['median_relative_error']}, a quarter beyond +0.37 (from their figure)"
+    )
+    path = write(
+        args.name, {"summary": summary, "runs": rows, "published": PUBLISHED, "chains": args.chains}
+    )
+    if any("relative_error" in r for r in rows):
+        plot(rows, args.name)
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Estimator accuracy on deep linear networks with exact (Aoyagi) learning coefficients.
+
+At finite n even a perfect sampler does not return lambda (slt-reference.md section 3:
+for normal crossings at n = 1e4 the exact expectation sits 10-22% below lambda), and no
+closed-form finite-n target is known for deep linear networks. The tolerance is
+therefore the project's accuracy contract for a single run in the small buckets,
+|lambda_hat - lambda| <= 15% of lambda (issue 3, measured by benchmarks/accuracy.py),
+plus 4 standard errors of the estimate itself.
+"""
+
+import jax
+import pytest
+
+import llc
+from llc import ground_truth as gt
+
+CONTRACT = 0.15
+
+
+def assert_within_contract(result, lam):
+    allowed = CONTRACT * lam + 4 * result.llc_stderr
+    assert abs(result.llc_mean - lam) <= allowed, (
+        f"lambda_hat {result.llc_mean:.2f} +/- {result.llc_stderr:.2f} vs lambda {lam:.2f}"
+    )
+
+
+@pytest.mark.parametrize(("M", "H", "N"), [(5, 3, 5), (4, 3, 8)])
+def test_rrr_at_the_origin(M, H, N):
+    # Rank-0 teacher: w* = 0 is the most singular point of the true set, where the local
+    # coefficient is the global one (Aoyagi & Watanabe). devinterp's test allows 40%.
+    p = gt.make_rrr_problem(M, H, N, 0, seed=0, num_data=10_000)
+    r = llc.estimate_llc(
+        jax.random.key(0),
+        p.loss_fn,
+        p.params,
+        p.data,
+        step_size=1e-4,
+        localization=1.0,
+        batch_size=500,
+        num_chains=8,
+        num_draws=4000,
+        num_burnin_steps=4000,
+    )
+    assert not r.flags
+    assert_within_contract(r, float(p.true_lambda))
+
+
+def test_small_dln_teacher_with_the_library_recipe():
+    # Full-rank layers make the teacher a Morse-Bott point, where the LLC at the teacher
+    # is known exactly (half the Hessian rank; here equal to Aoyagi's global value too).
+    p = gt.make_dln_problem([6, 8, 5, 7], seed=0, num_data=100_000, prop_rank_reduce=0.0)
+    assert p.local_lambda is not None
+    r = llc.estimate_llc(jax.random.key(1), p.loss_fn, p.params, p.data, num_chains=8,
+                         **gt.dln_recipe("1K"))
+    assert not r.flags
+    assert_within_contract(r, float(p.local_lambda))
