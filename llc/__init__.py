@@ -2,13 +2,16 @@
 
 from llc import ground_truth, hessian, sgld
 from llc.estimator import LLCResult, default_nbeta, estimate_llc, llc_from_losses
+from llc.hessian import HessianSpectrum, hessian_spectrum
 
 __all__ = [
+    "HessianSpectrum",
     "LLCResult",
     "default_nbeta",
     "estimate_llc",
     "ground_truth",
     "hessian",
+    "hessian_spectrum",
     "llc_from_losses",
     "sgld",
 ]

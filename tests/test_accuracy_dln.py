@@ -50,7 +50,8 @@ def test_small_dln_teacher_with_the_library_recipe():
     # is known exactly (half the Hessian rank; here equal to Aoyagi's global value too).
     p = gt.make_dln_problem([6, 8, 5, 7], seed=0, num_data=100_000, prop_rank_reduce=0.0)
     assert p.local_lambda is not None
-    r = llc.estimate_llc(jax.random.key(1), p.loss_fn, p.params, p.data, num_chains=8,
-                         **gt.dln_recipe("1K"))
+    r = llc.estimate_llc(
+        jax.random.key(1), p.loss_fn, p.params, p.data, num_chains=8, **gt.dln_recipe("1K")
+    )
     assert not r.flags
     assert_within_contract(r, float(p.local_lambda))
