@@ -1,13 +1,16 @@
 """llc: the local learning coefficient of singular learning theory, in JAX."""
 
 from llc import ground_truth, hessian, sgld
+from llc.diagnose import Diagnosis, diagnose
 from llc.estimator import LLCResult, default_nbeta, estimate_llc, llc_from_losses
 from llc.hessian import HessianSpectrum, hessian_spectrum
 
 __all__ = [
+    "Diagnosis",
     "HessianSpectrum",
     "LLCResult",
     "default_nbeta",
+    "diagnose",
     "estimate_llc",
     "ground_truth",
     "hessian",

@@ -100,9 +100,8 @@ def test_trace_is_exact_for_diagonal_and_unbiased_otherwise():
     assert np.trapezoid(spec.density(grid), grid) == pytest.approx(1.0, abs=0.02)
 
 
-def test_agrees_with_dense_hessian_on_a_small_network_at_a_saddle():
-    # A DLN with its first layer zeroed is a critical point of the loss that is not a
-    # minimum (teacher rank > 0): it has negative curvature.
+def test_agrees_with_dense_hessian_on_a_small_network_with_negative_curvature():
+    # A DLN with its first layer zeroed (not a critical point) has negative curvature.
     p = gt.make_dln_problem([4, 3, 3], seed=1, num_data=300, prop_rank_reduce=0.0)
     params = (jnp.zeros((4, 3), jnp.float64), jnp.asarray(p.params[1], jnp.float64))
     data = tuple(jnp.asarray(x, jnp.float64) for x in p.data)
