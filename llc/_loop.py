@@ -33,6 +33,9 @@ class RunConfig(NamedTuple):
     batch_size: int | None
     control_variate: bool
     progress_rate: int = 0
+    full_loss_every_draws: int = 0  # 0: no full-batch checks
+    eval_chunk: int = 0
+    track_direction: bool = False
 
     @property
     def total_steps(self) -> int:
@@ -57,6 +60,8 @@ class RunOutput(NamedTuple):
     delta: Array  # (chains, draws)
     distance: Array  # (chains, draws): ||w_t - w*||
     first_nonfinite_step: Array  # (chains,) int32, -1 if the loss stayed finite
+    full_delta: Array  # (chains, draws): L_n(w_t) - L_n(w*) at checked draws, NaN elsewhere
+    projection: Array  # (chains, draws): <w_t - w*, direction>, or (chains, 0)
 
 
 def make_hyper(step_size, nbeta, localization, init_loss: float, dtype, run_id: int = 0) -> Hyper:
@@ -77,11 +82,18 @@ def run_chains(
     anchor: ArrayTree,
     data: Batch,
     hyper: Hyper,
+    direction: ArrayTree = None,
     *,
     loss_fn: LossFn,
     config: RunConfig,
 ) -> RunOutput:
-    """Run ``config.num_chains`` SGLD chains from ``anchor``; see the module docstring."""
+    """Run ``config.num_chains`` SGLD chains from ``anchor``; see the module docstring.
+
+    Every ``config.full_loss_every_draws``-th draw also evaluates the full-data loss of
+    every chain (in chunks of ``config.eval_chunk`` rows); with
+    ``config.track_direction`` each draw records the projection of ``w_t - w*`` on
+    ``direction``.
+    """
     kernel = sgld.build_kernel()
     chain_keys = jax.random.split(rng_key, config.num_chains)
     noise_keys, batch_keys = jax.vmap(jax.random.split, out_axes=1)(chain_keys)
@@ -130,18 +142,59 @@ def run_chains(
             )
         return (states, first_bad), (delta, dist)
 
-    def draw(carry, t0):
+    def full_delta(states):
+        def one(w):
+            loss = full_loss(loss_fn, w, data, config.eval_chunk)
+            return (loss - hyper.init_loss_hi) - hyper.init_loss_lo
+
+        return jax.vmap(one)(states.position)
+
+    def draw(carry, xs):
+        t0, index = xs
         k = config.num_steps_bw_draws
         carry = jax.lax.fori_loop(0, k - 1, lambda i, c: step(c, t0 + i)[0], carry)
-        return step(carry, t0 + k - 1)
+        carry, (delta, dist) = step(carry, t0 + k - 1)
+        states = carry[0]
+        nan = jnp.full((config.num_chains,), jnp.nan, delta.dtype)
+        if config.full_loss_every_draws:
+            checked = jax.lax.cond(
+                index % config.full_loss_every_draws == config.full_loss_every_draws - 1,
+                full_delta,
+                lambda _: nan,
+                states,
+            )
+        else:
+            checked = nan
+        if config.track_direction:
+
+            def project(w):
+                parts = jax.tree.map(lambda a, b, v: jnp.vdot(a - b, v), w, anchor, direction)
+                return sum(jax.tree.leaves(parts))
+
+            proj = jax.vmap(project)(states.position)
+        else:
+            proj = jnp.zeros((config.num_chains, 0), delta.dtype)
+        return carry, (delta, dist, checked, proj)
 
     positions = jax.tree.map(lambda p: jnp.broadcast_to(p, (config.num_chains, *p.shape)), anchor)
     carry = (sgld.init(positions), jnp.full((config.num_chains,), -1, jnp.int32))
     burn = config.num_burnin_steps
     carry, (burnin_delta, _) = jax.lax.scan(step, carry, jnp.arange(burn, dtype=jnp.int32))
-    starts = burn + config.num_steps_bw_draws * jnp.arange(config.num_draws, dtype=jnp.int32)
-    carry, (delta, dist) = jax.lax.scan(draw, carry, starts)
-    return RunOutput(burnin_delta.T, delta.T, dist.T, carry[1])
+    index = jnp.arange(config.num_draws, dtype=jnp.int32)
+    starts = burn + config.num_steps_bw_draws * index
+    carry, (delta, dist, checked, proj) = jax.lax.scan(draw, carry, (starts, index))
+    return RunOutput(burnin_delta.T, delta.T, dist.T, carry[1], checked.T, jnp.moveaxis(proj, 0, 1))
+
+
+def full_loss(loss_fn: LossFn, params: ArrayTree, data: Batch, chunk: int) -> Array:
+    """The full-data mean loss at ``params``, evaluated ``chunk`` rows at a time (traceable)."""
+    n = jax.tree.leaves(data)[0].shape[0]
+    k, rem = divmod(n, chunk)
+    head = jax.tree.map(lambda x: x[: k * chunk].reshape(k, chunk, *x.shape[1:]), data)
+    total = jax.lax.map(lambda c: loss_fn(params, c), head).sum() * (chunk / n)
+    if rem:
+        total = total + loss_fn(params, jax.tree.map(lambda x: x[k * chunk :], data)) * (rem / n)
+    return total
 
 
 @partial(jax.jit, static_argnames=("loss_fn",))

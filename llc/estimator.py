@@ -47,6 +47,20 @@ class LLCResult(NamedTuple):
         distance_trace: ``(chains, draws)`` distance ``||w_t - w*||`` per draw.
         diverged: ``(chains,)`` bool, True where the loss became NaN or inf.
         diverged_at_step: ``(chains,)`` first step with a non-finite loss, -1 if none.
+        full_loss_trace: ``(chains, checks)`` full-data loss ``L_n(w_t)`` at the periodic
+            full-batch checks (empty without checks).
+        full_loss_steps: ``(checks,)`` the step of each check.
+        projection_trace: ``(chains, draws)`` projection of ``w_t - w*`` on
+            ``escape_direction``, or None.
+        escaped: ``(chains,)`` True where a chain reached loss below ``L_n(w*)`` by more
+            than one unit of temperature (``nbeta * (L - L*) < -1``): confirmed by a
+            full-batch check, or, without checks, in the mean of the last half of the
+            minibatch trace.
+        escaped_at_step: ``(chains,)`` the step of the first such check (or draw), -1.
+        min_loss_drop: ``(chains,)`` ``nbeta * min(L - L*)`` over the checks (or the
+            minibatch trace): negative means the chain found lower loss.
+        share_below_init: ``(chains,)`` share of full-batch checks (or minibatch draws)
+            below ``L_n(w*)``: exactly 0 at a local minimum with full-batch checks.
         flags: short names of what makes the estimate suspect (empty if nothing).
         evidence: for each flag, the numbers behind it and the remedy.
         wall_time: seconds for the whole call, compilation included.
@@ -72,6 +86,13 @@ class LLCResult(NamedTuple):
     distance_trace: np.ndarray
     diverged: np.ndarray
     diverged_at_step: np.ndarray
+    full_loss_trace: np.ndarray
+    full_loss_steps: np.ndarray
+    projection_trace: np.ndarray | None
+    escaped: np.ndarray
+    escaped_at_step: np.ndarray
+    min_loss_drop: np.ndarray
+    share_below_init: np.ndarray
     flags: tuple[str, ...]
     evidence: dict
     wall_time: float
@@ -150,6 +171,8 @@ def estimate_llc(
     control_variate: bool = True,
     progress_bar: bool | None = None,
     eval_batch_size: int | None = None,
+    full_loss_every: int | None = None,
+    escape_direction: ArrayTree | None = None,
 ) -> LLCResult:
     """Estimate the local learning coefficient of ``loss_fn`` at ``params``.
 
@@ -184,6 +207,13 @@ def estimate_llc(
             outside CI.
         eval_batch_size: rows per evaluation of the full-data loss ``L_n(w*)``
             (default ``max(batch_size, 8192)``).
+        full_loss_every: with minibatches, evaluate every chain's full-data loss every
+            this many steps (rounded to whole draws) to confirm lower-loss escapes;
+            default: 10 checks spread over the draws; 0 turns them off. Each check costs
+            about ``n / batch_size`` forward passes per chain.
+        escape_direction: a unit direction shaped like ``params`` (e.g. the most
+            negative Hessian eigenvector from :func:`llc.diagnose`); each draw records
+            the projection of ``w - w*`` on it.
 
     Returns:
         An :class:`LLCResult`.
@@ -230,6 +260,20 @@ def estimate_llc(
     eval_rows = max(batch_size or 0, _DEFAULT_EVAL_ROWS)
     if eval_batch_size is not None:
         eval_rows = check.check_count("eval_batch_size", eval_batch_size, minimum=1)
+    if full_loss_every is None:
+        every_draws = max(1, num_draws // 10)
+    else:
+        every = check.check_count("full_loss_every", full_loss_every, minimum=0)
+        every_draws = max(1, round(every / num_steps_bw_draws)) if every else 0
+    if batch_size is None:
+        every_draws = 0  # the recorded losses are already full-data
+    if escape_direction is not None:
+        if jax.tree.structure(escape_direction) != jax.tree.structure(params) or any(
+            np.shape(a) != np.shape(b)
+            for a, b in zip(jax.tree.leaves(escape_direction), jax.tree.leaves(params), strict=True)
+        ):
+            msg = "escape_direction must be a pytree with the same structure and shapes as params."
+            raise ValueError(msg)
     probe = jax.tree.map(lambda x: x[: batch_size or n], data)
     check.check_loss_shape(loss_fn, params, probe)
 
@@ -248,6 +292,9 @@ def estimate_llc(
         batch_size=batch_size,
         control_variate=bool(control_variate),
         progress_rate=0,
+        full_loss_every_draws=every_draws,
+        eval_chunk=min(eval_rows, n),
+        track_direction=escape_direction is not None,
     )
     run_id = 0
     if show:
@@ -256,7 +303,14 @@ def estimate_llc(
     dtype = jax.numpy.result_type(*jax.tree.leaves(params))
     hyper = _loop.make_hyper(step_size, nbeta, localization, init_loss, dtype, run_id)
     try:
-        out = _loop.run_chains(rng_key, params, data, hyper, loss_fn=loss_fn, config=config)
+        direction = None
+        if escape_direction is not None:
+            direction = jax.tree.map(
+                lambda v, p: jax.numpy.asarray(v, p.dtype), escape_direction, params
+            )
+        out = _loop.run_chains(
+            rng_key, params, data, hyper, direction, loss_fn=loss_fn, config=config
+        )
         out = jax.tree.map(np.asarray, out)
     finally:
         if show:
@@ -272,7 +326,21 @@ def estimate_llc(
     llc_mean = float(np.mean(alive)) if alive.size else math.nan
     llc_std = float(np.std(alive, ddof=1)) if alive.size > 1 else math.nan
 
+    escape = _escapes(out, nbeta, num_burnin_steps, num_steps_bw_draws, diverged)
     flags, evidence = [], {}
+    if escape["escaped"].any():
+        flags.append("lower_loss_escape")
+        bad = np.flatnonzero(escape["escaped"])
+        source = "full-batch checks" if out.full_delta.size and every_draws else "minibatch trace"
+        evidence["lower_loss_escape"] = (
+            f"chains {bad.tolist()} reached loss below L_n(w*) (nbeta * (L - L*) down to "
+            f"{', '.join(f'{v:.3g}' for v in escape['min_loss_drop'][bad])}; first at steps "
+            f"{escape['escaped_at_step'][bad].tolist()}; share of {source} below L_n(w*): "
+            f"{', '.join(f'{v:.2f}' for v in escape['share_below_init'][bad])}). At a local "
+            "minimum this never happens: w* is a saddle or not a critical point, or the "
+            "localizer does not hold the chains. Run llc.diagnose for the curvature, the "
+            "smallest confining localization and the remedy."
+        )
     if diverged.any():
         flags.append("diverged")
         evidence["diverged"] = _divergence_evidence(
@@ -335,10 +403,49 @@ def estimate_llc(
         distance_trace=out.distance.astype(np.float64),
         diverged=diverged,
         diverged_at_step=out.first_nonfinite_step.astype(np.int64),
+        full_loss_trace=escape["full_loss_trace"] + init_loss,
+        full_loss_steps=escape["full_loss_steps"],
+        projection_trace=out.projection.astype(np.float64)
+        if escape_direction is not None
+        else None,
+        escaped=escape["escaped"],
+        escaped_at_step=escape["escaped_at_step"],
+        min_loss_drop=escape["min_loss_drop"],
+        share_below_init=escape["share_below_init"],
         flags=tuple(flags),
         evidence=evidence,
         wall_time=time.perf_counter() - t0,
     )
+
+
+def _escapes(out, nbeta, burnin, steps_bw_draws, diverged) -> dict:
+    """Per-chain lower-loss statistics from the full-batch checks (or the minibatch trace)."""
+    checked = np.flatnonzero(np.isfinite(out.full_delta).all(axis=0)) if out.full_delta.size else []
+    steps = burnin + steps_bw_draws * (np.asarray(checked, np.int64) + 1) - 1
+    if len(checked):
+        drops = nbeta * out.full_delta[:, checked].astype(np.float64)
+        below = drops < -1.0
+        first = np.where(below.any(axis=1), steps[np.argmax(below, axis=1)], -1)
+        escaped = below.any(axis=1)
+    else:
+        drops = nbeta * out.delta.astype(np.float64)
+        half = drops[:, drops.shape[1] // 2 :]
+        with warnings.catch_warnings():  # a diverged chain's trace is all NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            escaped = np.nanmean(half, axis=1) < -1.0
+        draw_steps = burnin + steps_bw_draws * np.arange(1, drops.shape[1] + 1) - 1
+        first = np.where(escaped, draw_steps[np.argmax(drops < -1.0, axis=1)], -1)
+    escaped = escaped & ~diverged
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return {
+            "full_loss_trace": (drops / nbeta) if len(checked) else np.zeros((len(diverged), 0)),
+            "full_loss_steps": steps if len(checked) else np.zeros(0, np.int64),
+            "escaped": escaped,
+            "escaped_at_step": np.where(escaped, first, -1).astype(np.int64),
+            "min_loss_drop": np.nanmin(drops, axis=1),
+            "share_below_init": np.mean(drops < -1e-2, axis=1),
+        }
 
 
 def _divergence_evidence(
