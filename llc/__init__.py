@@ -4,11 +4,13 @@ from llc import ground_truth, hessian, sgld
 from llc.diagnose import Diagnosis, diagnose
 from llc.estimator import LLCResult, default_nbeta, estimate_llc, llc_from_losses
 from llc.hessian import HessianSpectrum, hessian_spectrum
+from llc.refine import RefineResult, refine_to_minimum
 
 __all__ = [
     "Diagnosis",
     "HessianSpectrum",
     "LLCResult",
+    "RefineResult",
     "default_nbeta",
     "diagnose",
     "estimate_llc",
@@ -16,6 +18,7 @@ __all__ = [
     "hessian",
     "hessian_spectrum",
     "llc_from_losses",
+    "refine_to_minimum",
     "sgld",
 ]
 

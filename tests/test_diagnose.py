@@ -132,3 +132,18 @@ def test_dln_origin_is_a_saddle_with_the_predicted_negative_curvature():
         )
     merged = llc.diagnose(jax.random.key(0), dln.loss_fn, origin, dln.data, result=r)
     assert "negative_estimate" in merged.flags and "unconfined" in merged.flags
+
+
+def test_refine_from_the_dln_origin_reaches_a_minimum():
+    import optax
+
+    dln = gt.make_dln_problem([5, 4, 3], seed=0, num_data=2000, prop_rank_reduce=0.0)
+    origin = tuple(jnp.zeros_like(w) for w in dln.params)
+    out = llc.refine_to_minimum(
+        jax.random.key(0), dln.loss_fn, origin, dln.data, optimizer=optax.adam(1e-2), num_steps=3000
+    )
+    assert out.min_eigenvalue_before < 0 and out.saddle_steps >= 1
+    assert out.loss_after < 1e-4 * out.loss_before
+    assert out.distance > 0 and "nearby point" in out.note
+    rep = llc.diagnose(jax.random.key(1), dln.loss_fn, out.params, dln.data)
+    assert "negative_curvature" not in rep.flags and "unconfined" not in rep.flags
