@@ -83,6 +83,7 @@ def run_chains(
     data: Batch,
     hyper: Hyper,
     direction: ArrayTree = None,
+    held: tuple | None = None,
     *,
     loss_fn: LossFn,
     config: RunConfig,
@@ -111,6 +112,7 @@ def run_chains(
             nbeta=hyper.nbeta,
             localization=hyper.localization,
             anchor=anchor,
+            held=held,
         )
         if not minibatch:
             delta = info.loss - full_batch_ref

@@ -245,8 +245,12 @@ def _verdict(flags, mu_min, neg_count, min_gamma, gamma, g_norm, lam_quad):
             f"localization {gamma:g} does not confine the sampler: the LLC estimate is not "
             "meaningful.",
             f"Raise localization above {min_gamma:.4g} (e.g. {2 * min_gamma:.4g}; this lowers "
-            "the estimate in every direction, so compare only at equal localization), or "
-            "refine w* to a nearby minimum (llc.refine_to_minimum) and estimate there.",
+            "the estimate in every direction, so compare only at equal localization); or "
+            "hold only the negative directions: estimate_llc(..., held_directions="
+            f"(report.spectrum.smallest_eigenvectors[:{max(neg_count, 1)}], strengths)) with "
+            f"strengths above nbeta |mu_i| - localization (e.g. {2 * min_gamma:.4g}), which "
+            "gives the LLC of the other directions beside the saddle's index; or refine w* "
+            "to a nearby minimum (llc.refine_to_minimum) and estimate there.",
         )
     if "negative_curvature" in flags:
         return (

@@ -61,6 +61,7 @@ class LLCResult(NamedTuple):
             minibatch trace): negative means the chain found lower loss.
         share_below_init: ``(chains,)`` share of full-batch checks (or minibatch draws)
             below ``L_n(w*)``: exactly 0 at a local minimum with full-batch checks.
+        num_held_directions: directions held by the anisotropic localizer (0: none).
         flags: short names of what makes the estimate suspect (empty if nothing).
         evidence: for each flag, the numbers behind it and the remedy.
         wall_time: seconds for the whole call, compilation included.
@@ -93,6 +94,7 @@ class LLCResult(NamedTuple):
     escaped_at_step: np.ndarray
     min_loss_drop: np.ndarray
     share_below_init: np.ndarray
+    num_held_directions: int
     flags: tuple[str, ...]
     evidence: dict
     wall_time: float
@@ -173,6 +175,7 @@ def estimate_llc(
     eval_batch_size: int | None = None,
     full_loss_every: int | None = None,
     escape_direction: ArrayTree | None = None,
+    held_directions: tuple | None = None,
 ) -> LLCResult:
     """Estimate the local learning coefficient of ``loss_fn`` at ``params``.
 
@@ -214,6 +217,13 @@ def estimate_llc(
         escape_direction: a unit direction shaped like ``params`` (e.g. the most
             negative Hessian eigenvector from :func:`llc.diagnose`); each draw records
             the projection of ``w - w*`` on it.
+        held_directions: ``(directions, strengths)`` for an anisotropic localizer:
+            ``directions`` a list of k orthonormal pytrees shaped like ``params`` (e.g.
+            the negative-curvature eigenvectors of :func:`llc.diagnose`),
+            ``strengths`` k extra localizations ``c_i >= 0`` added along them only. With
+            ``c_i > nbeta |mu_i| - localization`` a saddle's negative directions are
+            held, and the estimate is the LLC of the remaining directions (each held
+            direction contributes ``0.5 nbeta mu_i / (nbeta mu_i + gamma + c_i)``).
 
     Returns:
         An :class:`LLCResult`.
@@ -274,6 +284,9 @@ def estimate_llc(
         ):
             msg = "escape_direction must be a pytree with the same structure and shapes as params."
             raise ValueError(msg)
+    held = None
+    if held_directions is not None:
+        held = _check_held(held_directions, params)
     probe = jax.tree.map(lambda x: x[: batch_size or n], data)
     check.check_loss_shape(loss_fn, params, probe)
 
@@ -308,8 +321,10 @@ def estimate_llc(
             direction = jax.tree.map(
                 lambda v, p: jax.numpy.asarray(v, p.dtype), escape_direction, params
             )
+        if held is not None:
+            held = (held[0], jax.numpy.asarray(held[1], dtype))
         out = _loop.run_chains(
-            rng_key, params, data, hyper, direction, loss_fn=loss_fn, config=config
+            rng_key, params, data, hyper, direction, held, loss_fn=loss_fn, config=config
         )
         out = jax.tree.map(np.asarray, out)
     finally:
@@ -412,10 +427,50 @@ def estimate_llc(
         escaped_at_step=escape["escaped_at_step"],
         min_loss_drop=escape["min_loss_drop"],
         share_below_init=escape["share_below_init"],
+        num_held_directions=0 if held is None else int(held[1].shape[0]),
         flags=tuple(flags),
         evidence=evidence,
         wall_time=time.perf_counter() - t0,
     )
+
+
+def _check_held(held_directions, params):
+    """Validate ``(directions, strengths)`` and stack the directions on a leading axis."""
+    try:
+        directions, strengths = held_directions
+    except (TypeError, ValueError):
+        msg = "held_directions must be a pair (directions, strengths)."
+        raise ValueError(msg) from None
+    directions = list(directions)
+    strengths = np.asarray(strengths, np.float64).reshape(-1)
+    if not directions or len(directions) != strengths.size:
+        msg = (
+            f"held_directions needs one strength per direction; got {len(directions)} "
+            f"directions and {strengths.size} strengths."
+        )
+        raise ValueError(msg)
+    if not np.all(np.isfinite(strengths)) or np.any(strengths < 0):
+        msg = f"held_directions strengths must be finite and >= 0; got {strengths.tolist()}."
+        raise ValueError(msg)
+    shapes = [np.shape(x) for x in jax.tree.leaves(params)]
+    for i, v in enumerate(directions):
+        if (
+            jax.tree.structure(v) != jax.tree.structure(params)
+            or [np.shape(x) for x in jax.tree.leaves(v)] != shapes
+        ):
+            msg = f"held_directions direction {i} must have the structure and shapes of params."
+            raise ValueError(msg)
+    stacked = jax.tree.map(
+        lambda *xs: jax.numpy.stack([jax.numpy.asarray(x) for x in xs]), *directions
+    )
+    flat = np.concatenate(
+        [np.asarray(x, np.float64).reshape(len(directions), -1) for x in jax.tree.leaves(stacked)],
+        axis=1,
+    )
+    if not np.allclose(flat @ flat.T, np.eye(len(directions)), atol=1e-3):
+        msg = "held_directions directions must be orthonormal (e.g. Hessian eigenvectors)."
+        raise ValueError(msg)
+    return stacked, strengths
 
 
 def _escapes(out, nbeta, burnin, steps_bw_draws, diverged) -> dict:

@@ -92,7 +92,9 @@ def build_kernel():
 
     Returns:
         ``kernel(rng_key, state, loss_fn, batch, *, step_size, nbeta, localization,
-        anchor) -> (SGLDState, SGLDInfo)``.
+        anchor, held=None) -> (SGLDState, SGLDInfo)``. ``held = (directions,
+        strengths)`` adds ``c_i / 2 <v_i, w - w*>^2`` to the localizer along k
+        orthonormal directions (leaves with a leading axis k).
 
     Examples:
         A quadratic loss, one step from the anchor: the drift vanishes there, so the
@@ -119,23 +121,43 @@ def build_kernel():
         nbeta,
         localization,
         anchor: ArrayTree,
+        held: tuple | None = None,
     ) -> tuple[SGLDState, SGLDInfo]:
         position = state.position
         loss, grad = jax.value_and_grad(loss_fn)(position, batch)
         noise = _gaussian_like(rng_key, position)
         displacement = jax.tree.map(jnp.subtract, position, anchor)
+        pull = _localizer_pull(displacement, localization, held)
         half_eps = 0.5 * step_size
         sqrt_eps = jnp.sqrt(step_size)
 
-        def move(w, g, dw, xi):
-            drift = nbeta * g + localization * dw
-            return (w - half_eps * drift + sqrt_eps * xi).astype(w.dtype)
+        def move(w, g, pull_w, xi):
+            return (w - half_eps * (nbeta * g + pull_w) + sqrt_eps * xi).astype(w.dtype)
 
-        new_position = jax.tree.map(move, position, grad, displacement, noise)
+        new_position = jax.tree.map(move, position, grad, pull, noise)
         sq = sum(jnp.sum(jnp.square(dw)) for dw in jax.tree.leaves(displacement))
         return SGLDState(new_position), SGLDInfo(loss, jnp.sqrt(sq))
 
     return kernel
+
+
+def _localizer_pull(displacement, localization, held):
+    """``gamma dw + sum_i c_i <v_i, dw> v_i``: the gradient of the localizer potential.
+
+    ``held = (directions, strengths)``: ``directions`` a pytree like the parameters
+    whose leaves carry a leading axis k (k orthonormal directions), ``strengths`` the
+    k extra localizations ``c_i`` along them (None: isotropic).
+    """
+    pull = jax.tree.map(lambda dw: localization * dw, displacement)
+    if held is None:
+        return pull
+    directions, strengths = held
+    coef = sum(
+        jnp.tensordot(v, dw, axes=dw.ndim)
+        for v, dw in zip(jax.tree.leaves(directions), jax.tree.leaves(displacement), strict=True)
+    )
+    weights = strengths * coef
+    return jax.tree.map(lambda p, v: p + jnp.tensordot(weights, v, axes=1), pull, directions)
 
 
 def sgld(loss_fn: LossFn, *, anchor: ArrayTree, step_size, nbeta, localization=1.0):

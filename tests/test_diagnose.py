@@ -147,3 +147,47 @@ def test_refine_from_the_dln_origin_reaches_a_minimum():
     assert out.distance > 0 and "nearby point" in out.note
     rep = llc.diagnose(jax.random.key(1), dln.loss_fn, out.params, dln.data)
     assert "negative_curvature" not in rep.flags and "unconfined" not in rep.flags
+
+
+def test_anisotropic_localizer_holds_the_negative_direction_exactly():
+    # A rotated quadratic saddle that gamma = 1 cannot confine. diagnose finds the
+    # negative eigenvector; holding it with c gives the exact
+    # 0.5 * sum nbeta mu_i / (nbeta mu_i + gamma + c_i): the LLC of the other directions
+    # plus a small, known negative term, with the saddle's index reported alongside.
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.standard_normal((6, 6)))
+    mu = np.array([1.0, 2.0, 0.5, 1.5, 1.0, -2e-3])
+    a = jnp.asarray((q * mu) @ q.T, jnp.float32)
+
+    def loss_fn(w, b):
+        return 0.5 * w @ a @ w
+
+    rep = llc.diagnose(jax.random.key(0), loss_fn, jnp.zeros(6), dummy_data(N), k=1)
+    assert "unconfined" in rep.flags and rep.negative_directions == 1
+    v = rep.spectrum.smallest_eigenvectors[0]
+    c = 10 * rep.min_localization
+    r = llc.estimate_llc(
+        jax.random.key(3),
+        loss_fn,
+        jnp.zeros(6),
+        dummy_data(N),
+        step_size=1e-5,
+        num_chains=16,
+        num_draws=20_000,
+        num_burnin_steps=20_000,
+        held_directions=([v], [c]),
+    )
+    p = NBETA * mu + 1.0 + np.r_[np.zeros(5), c]
+    exact = float(np.sum(0.5 * NBETA * mu / p))
+    assert r.num_held_directions == 1 and "lower_loss_escape" not in r.flags
+    assert_within_stderr(r, exact, extra=0.01)
+    with pytest.raises(ValueError, match="orthonormal"):
+        llc.estimate_llc(
+            jax.random.key(3),
+            loss_fn,
+            jnp.zeros(6),
+            dummy_data(N),
+            step_size=1e-5,
+            num_draws=10,
+            held_directions=([2 * v], [c]),
+        )
