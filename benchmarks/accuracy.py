@@ -195,8 +195,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--buckets", nargs="+", default=["1K", "10K", "100K"])
     parser.add_argument("--seeds", type=int, default=8, help="seeds per bucket (0..N-1)")
-    parser.add_argument("--seed-list", type=int, nargs="+", default=None,
-                        help="run exactly these seeds instead of 0..N-1")
+    parser.add_argument(
+        "--seed-list",
+        type=int,
+        nargs="+",
+        default=None,
+        help="run exactly these seeds instead of 0..N-1",
+    )
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--quick", action="store_true", help="1K and 10K, 3 seeds each")
     parser.add_argument("--include-1m", action="store_true", help="add the ~1M bucket")

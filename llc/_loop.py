@@ -17,7 +17,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from llc import _progress, sgld
+from llc import _chunks, _progress, sgld
 from llc._batching import gather, sample_indices
 from llc._types import Array, ArrayTree, Batch, LossFn, PRNGKey
 
@@ -60,7 +60,8 @@ class RunOutput(NamedTuple):
     delta: Array  # (chains, draws)
     distance: Array  # (chains, draws): ||w_t - w*||
     first_nonfinite_step: Array  # (chains,) int32, -1 if the loss stayed finite
-    full_delta: Array  # (chains, draws): L_n(w_t) - L_n(w*) at checked draws, NaN elsewhere
+    full_delta: Array  # (chains, draws): L_n(w_t) - L_n(w*) at checked draws, NaN elsewhere;
+    # (chains, 0) without checks
     projection: Array  # (chains, draws): <w_t - w*, direction>, or (chains, 0)
 
 
@@ -157,16 +158,15 @@ def run_chains(
         carry = jax.lax.fori_loop(0, k - 1, lambda i, c: step(c, t0 + i)[0], carry)
         carry, (delta, dist) = step(carry, t0 + k - 1)
         states = carry[0]
-        nan = jnp.full((config.num_chains,), jnp.nan, delta.dtype)
         if config.full_loss_every_draws:
             checked = jax.lax.cond(
                 index % config.full_loss_every_draws == config.full_loss_every_draws - 1,
                 full_delta,
-                lambda _: nan,
+                lambda _: jnp.full((config.num_chains,), jnp.nan, delta.dtype),
                 states,
             )
         else:
-            checked = nan
+            checked = jnp.zeros((config.num_chains, 0), delta.dtype)
         if config.track_direction:
 
             def project(w):
@@ -185,18 +185,19 @@ def run_chains(
     index = jnp.arange(config.num_draws, dtype=jnp.int32)
     starts = burn + config.num_steps_bw_draws * index
     carry, (delta, dist, checked, proj) = jax.lax.scan(draw, carry, (starts, index))
-    return RunOutput(burnin_delta.T, delta.T, dist.T, carry[1], checked.T, jnp.moveaxis(proj, 0, 1))
+    return RunOutput(
+        burnin_delta.T,
+        delta.T,
+        dist.T,
+        carry[1],
+        jnp.moveaxis(checked, 0, 1),
+        jnp.moveaxis(proj, 0, 1),
+    )
 
 
 def full_loss(loss_fn: LossFn, params: ArrayTree, data: Batch, chunk: int) -> Array:
     """The full-data mean loss at ``params``, evaluated ``chunk`` rows at a time (traceable)."""
-    n = jax.tree.leaves(data)[0].shape[0]
-    k, rem = divmod(n, chunk)
-    head = jax.tree.map(lambda x: x[: k * chunk].reshape(k, chunk, *x.shape[1:]), data)
-    total = jax.lax.map(lambda c: loss_fn(params, c), head).sum() * (chunk / n)
-    if rem:
-        total = total + loss_fn(params, jax.tree.map(lambda x: x[k * chunk :], data)) * (rem / n)
-    return total
+    return _chunks.mean(lambda c: loss_fn(params, c), data, chunk)
 
 
 @partial(jax.jit, static_argnames=("loss_fn",))
@@ -216,14 +217,10 @@ def full_data_loss(loss_fn: LossFn, params: ArrayTree, data: Batch, chunk_size: 
     Returns:
         The full-data mean loss as a Python float.
     """
-    import numpy as np
-
-    n = jax.tree.leaves(data)[0].shape[0]
-    chunk_size = min(chunk_size, n)
-    k, rem = divmod(n, chunk_size)
-    head = jax.tree.map(lambda x: x[: k * chunk_size].reshape(k, chunk_size, *x.shape[1:]), data)
-    total = float(np.sum(np.asarray(_chunk_means(loss_fn, params, head), np.float64))) * chunk_size
-    if rem:
-        tail = jax.tree.map(lambda x: x[k * chunk_size :][None], data)
-        total += float(np.asarray(_chunk_means(loss_fn, params, tail), np.float64)[0]) * rem
-    return total / n
+    chunk = min(chunk_size, jax.tree.leaves(data)[0].shape[0])
+    return _chunks.host_mean(
+        partial(_chunk_means, loss_fn, params),
+        lambda tail: _chunk_means(loss_fn, params, jax.tree.map(lambda x: x[None], tail))[0],
+        data,
+        chunk,
+    )

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from llc import _chunks
 from llc import _validation as check
 from llc._lanczos import lanczos
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
@@ -75,18 +76,8 @@ class Diagnosis(NamedTuple):
 @partial(jax.jit, static_argnames=("loss_fn", "num_matvecs", "chunk"))
 def _gradient_quadrature(rng_key, loss_fn, params, data, num_matvecs, chunk):
     """Full-data gradient g, and Ritz nodes/weights of H from the start vector g."""
-    flat, unravel, matvec = _full_data_flat_matvec(loss_fn, params, data, chunk)
-    n = jax.tree.leaves(data)[0].shape[0]
-    k, rem = divmod(n, chunk)
-    head = jax.tree.map(lambda x: x[: k * chunk].reshape(k, chunk, *x.shape[1:]), data)
-    tail = jax.tree.map(lambda x: x[k * chunk :], data)
-
-    def grad(batch):
-        return ravel_pytree(jax.grad(loss_fn)(params, batch))[0]
-
-    g = jax.lax.map(grad, head).sum(axis=0) * (chunk / n)
-    if rem:
-        g = g + grad(tail) * (rem / n)
+    _, _, matvec = _full_data_flat_matvec(loss_fn, params, data, chunk)
+    g = _chunks.mean(lambda b: ravel_pytree(jax.grad(loss_fn)(params, b))[0], data, chunk)
     norm = jnp.linalg.norm(g)
     start = jnp.where(norm > 0, g, jnp.ones_like(g))
     tri = lanczos(rng_key, matvec, start, num_matvecs)

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from llc import _chunks
 from llc import _validation as check
 from llc._lanczos import lanczos
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
@@ -170,19 +171,12 @@ class HessianSpectrum(NamedTuple):
 def _full_data_flat_matvec(loss_fn: LossFn, params: ArrayTree, data: Batch, chunk: int):
     """``v -> H v`` on flat vectors for the full-data mean loss, summed over chunks."""
     flat, unravel = ravel_pytree(params)
-    n = jax.tree.leaves(data)[0].shape[0]
-    k, rem = divmod(n, chunk)
-    head = jax.tree.map(lambda x: x[: k * chunk].reshape(k, chunk, *x.shape[1:]), data)
-    tail = jax.tree.map(lambda x: x[k * chunk :], data)
-
-    def chunk_hvp(v, batch):
-        return ravel_pytree(hvp(loss_fn, params, batch)(unravel(v)))[0]
 
     def matvec(v):
-        total = jax.lax.map(lambda b: chunk_hvp(v, b), head).sum(axis=0) * (chunk / n)
-        if rem:
-            total = total + chunk_hvp(v, tail) * (rem / n)
-        return total
+        def chunk_hvp(batch):
+            return ravel_pytree(hvp(loss_fn, params, batch)(unravel(v)))[0]
+
+        return _chunks.mean(chunk_hvp, data, chunk)
 
     return flat, unravel, matvec
 

@@ -1,0 +1,45 @@
+"""Full-data reductions in fixed-size chunks (bounded memory, one compiled body)."""
+
+import jax
+import numpy as np
+
+from llc._types import Batch
+
+
+def split(data: Batch, chunk: int):
+    """Split ``data`` into full chunks and a remainder.
+
+    Returns:
+        ``(head, tail, weights)``: ``head`` stacks the full chunks on a leading axis,
+        ``tail`` holds the remaining rows (None if none), and ``weights = (chunk / n,
+        rest / n)`` turn chunk means into the full-data mean.
+    """
+    n = jax.tree.leaves(data)[0].shape[0]
+    k, rest = divmod(n, chunk)
+    head = jax.tree.map(lambda x: x[: k * chunk].reshape(k, chunk, *x.shape[1:]), data)
+    tail = jax.tree.map(lambda x: x[k * chunk :], data) if rest else None
+    return head, tail, (chunk / n, rest / n)
+
+
+def mean(fn, data: Batch, chunk: int):
+    """The full-data mean of ``fn(batch)`` (a mean over the batch), chunk by chunk.
+
+    Traceable; ``fn`` may return a scalar or an array (a gradient, an HVP).
+    """
+    head, tail, (w_head, w_tail) = split(data, chunk)
+    total = jax.lax.map(fn, head).sum(axis=0) * w_head
+    if tail is not None:
+        total = total + fn(tail) * w_tail
+    return total
+
+
+def host_mean(fn_over_chunks, fn, data: Batch, chunk: int) -> float:
+    """The full-data mean of a scalar ``fn(batch)``, combined in float64 on the host.
+
+    ``fn_over_chunks(head)`` maps ``fn`` over the stacked chunks on the device.
+    """
+    head, tail, (w_head, w_tail) = split(data, chunk)
+    total = float(np.sum(np.asarray(fn_over_chunks(head), np.float64))) * w_head
+    if tail is not None:
+        total += float(np.asarray(fn(tail), np.float64)) * w_tail
+    return total
