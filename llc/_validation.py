@@ -147,3 +147,14 @@ def check_finite_loss(value: float) -> None:
             "finite loss at w*. Check params and data."
         )
         raise ValueError(msg)
+
+
+def check_like_params(name: str, tree, params) -> None:
+    """``tree`` must have the pytree structure and leaf shapes of ``params``."""
+    same = jax.tree.structure(tree) == jax.tree.structure(params) and all(
+        np.shape(a) == np.shape(b)
+        for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(params), strict=True)
+    )
+    if not same:
+        msg = f"{name} must be a pytree with the same structure and shapes as params."
+        raise ValueError(msg)

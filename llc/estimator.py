@@ -201,8 +201,10 @@ def estimate_llc(
         num_draws: draws per chain used for the estimate.
         num_burnin_steps: SGLD steps per chain before the first draw, discarded.
         num_steps_bw_draws: SGLD steps per draw (thinning).
-        batch_size: minibatch size in 1..n, or None for full-batch SGLD. Minibatches
-            are drawn without replacement within each epoch, per chain.
+        batch_size: minibatch size in 1..n, or None for full-batch SGLD. Each chain
+            draws its own batch of uniform random indices at every step, independent
+            of its position (which keeps the recorded losses unbiased; epoch-wise
+            shuffling does not, see ``llc._batching``).
         control_variate: record ``L_B(w_t) - L_B(w*) + L_n(w*)`` (same minibatch at
             w*), which has the same mean as ``L_n(w_t)`` and a far smaller variance. It
             costs one forward pass per step; only used with minibatches.
@@ -278,12 +280,7 @@ def estimate_llc(
     if batch_size is None:
         every_draws = 0  # the recorded losses are already full-data
     if escape_direction is not None:
-        if jax.tree.structure(escape_direction) != jax.tree.structure(params) or any(
-            np.shape(a) != np.shape(b)
-            for a, b in zip(jax.tree.leaves(escape_direction), jax.tree.leaves(params), strict=True)
-        ):
-            msg = "escape_direction must be a pytree with the same structure and shapes as params."
-            raise ValueError(msg)
+        check.check_like_params("escape_direction", escape_direction, params)
     held = None
     if held_directions is not None:
         held = _check_held(held_directions, params)
@@ -452,14 +449,8 @@ def _check_held(held_directions, params):
     if not np.all(np.isfinite(strengths)) or np.any(strengths < 0):
         msg = f"held_directions strengths must be finite and >= 0; got {strengths.tolist()}."
         raise ValueError(msg)
-    shapes = [np.shape(x) for x in jax.tree.leaves(params)]
     for i, v in enumerate(directions):
-        if (
-            jax.tree.structure(v) != jax.tree.structure(params)
-            or [np.shape(x) for x in jax.tree.leaves(v)] != shapes
-        ):
-            msg = f"held_directions direction {i} must have the structure and shapes of params."
-            raise ValueError(msg)
+        check.check_like_params(f"held_directions direction {i}", v, params)
     stacked = jax.tree.map(
         lambda *xs: jax.numpy.stack([jax.numpy.asarray(x) for x in xs]), *directions
     )
