@@ -191,3 +191,40 @@ def test_anisotropic_localizer_holds_the_negative_direction_exactly():
             num_draws=10,
             held_directions=([2 * v], [c]),
         )
+
+
+def test_dln_critical_point_from_a_truncated_teacher_has_the_predicted_curvature():
+    # Exactly whitened inputs (x^T x / n = I) and a noise-free teacher M = U S V^T: the
+    # student W1 = [u_1, 0, 0], W2 = [s_1 v_1^T; 0; 0] realises the teacher truncated to
+    # its top singular direction, a critical point (Baldi & Hornik). Its unused hidden
+    # units couple to the residual M - P = sum_{i>1} s_i u_i v_i^T: Hessian eigenvalues
+    # +-(2 / N_out) s_i, so mu_min = -(2 / N_out) s_2 exactly.
+    rng = np.random.default_rng(0)
+    m_in, hidden, n_out, n = 4, 3, 3, 4000
+    x = rng.standard_normal((n, m_in))
+    x = x @ np.linalg.inv(np.linalg.cholesky(x.T @ x / n)).T
+    teacher = rng.standard_normal((m_in, n_out))
+    u, s, vt = np.linalg.svd(teacher, full_matrices=False)
+    y = x @ teacher
+    w1 = np.zeros((m_in, hidden))
+    w2 = np.zeros((hidden, n_out))
+    w1[:, 0], w2[0, :] = u[:, 0], s[0] * vt[0]
+    data = (jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32))
+    params = (jnp.asarray(w1, jnp.float32), jnp.asarray(w2, jnp.float32))
+
+    def loss_fn(p, b):
+        return jnp.mean((b[0] @ p[0] @ p[1] - b[1]) ** 2)
+
+    rep = llc.diagnose(jax.random.key(0), loss_fn, params, data, k=3, num_matvecs=21)
+    assert rep.grad_norm < 1e-4 * s[0]
+    assert {"negative_curvature", "unconfined"} <= set(rep.flags)
+    np.testing.assert_allclose(rep.spectrum.min_eigenvalue, -2 / n_out * s[1], rtol=1e-3)
+    with jax.enable_x64(True):
+        dense = llc.hessian.dense_hessian_eigenvalues(
+            loss_fn,
+            tuple(jnp.asarray(w, jnp.float64) for w in (w1, w2)),
+            tuple(jnp.asarray(a, jnp.float64) for a in (x, y)),
+        )
+    np.testing.assert_allclose(dense[0], -2 / n_out * s[1], rtol=1e-6)
+    # Two unused units, two excluded directions: four negative eigenvalues in all.
+    assert int(np.sum(dense < -1e-6)) == 2 * (hidden - 1)
