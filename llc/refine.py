@@ -6,7 +6,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
@@ -46,19 +45,28 @@ class RefineResult(NamedTuple):
     note: str
 
 
+_full_loss = jax.jit(full_loss, static_argnames=("loss_fn", "chunk"))
+
+
 @partial(jax.jit, static_argnames=("loss_fn", "optimizer", "num_steps", "chunk"))
 def _descend(params, data, loss_fn, optimizer, num_steps, chunk):
-    objective = partial(full_loss, loss_fn, data=data, chunk=chunk)
+    """``num_steps`` optimizer steps on the full-data loss."""
 
     def step(carry, _):
         p, state = carry
-        grads = jax.grad(objective)(p)
+        grads = jax.grad(full_loss, argnums=1)(loss_fn, p, data, chunk)
         updates, state = optimizer.update(grads, state, p)
         return (optax.apply_updates(p, updates), state), None
 
     (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)), None, num_steps)
-    grad = ravel_pytree(jax.grad(objective)(params))[0]
-    return params, objective(params), jnp.linalg.norm(grad)
+    return params
+
+
+@partial(jax.jit, static_argnames=("loss_fn", "chunk"))
+def _grad_norm(loss_fn, params, data, chunk):
+    return jnp.linalg.norm(
+        ravel_pytree(jax.grad(full_loss, argnums=1)(loss_fn, params, data, chunk))[0]
+    )
 
 
 def refine_to_minimum(
@@ -116,13 +124,12 @@ def refine_to_minimum(
     optimizer = optax.adam(1e-3) if optimizer is None else optimizer
     params = jax.tree.map(jnp.asarray, params)
     start, unravel = ravel_pytree(params)
-    loss_before = float(full_loss(loss_fn, params, data, chunk))
-    current, pushes, steps, mu_before = params, 0, 0, None
-    for round_ in range(max_saddle_steps + 1):
-        spec = hessian_spectrum(
+
+    def probe(point, round_):
+        return hessian_spectrum(
             jax.random.fold_in(rng_key, round_),
             loss_fn,
-            current,
+            point,
             data,
             k=1,
             num_matvecs=num_matvecs,
@@ -130,42 +137,39 @@ def refine_to_minimum(
             eigenvectors=True,
             eval_batch_size=chunk,
         )
+
+    def loss(point):
+        return float(_full_loss(loss_fn=loss_fn, params=point, data=data, chunk=chunk))
+
+    loss_before = loss(params)
+    current, pushes, steps = params, 0, 0
+    spec = probe(current, 0)
+    mu_before = spec.min_eigenvalue
+    while pushes < max_saddle_steps:
         mu_min = spec.min_eigenvalue
-        mu_before = mu_min if mu_before is None else mu_before
-        saddle = mu_min < -tolerance * max(abs(spec.max_eigenvalue), 1e-12)
-        if not saddle or round_ == max_saddle_steps:
+        if mu_min >= -tolerance * max(abs(spec.max_eigenvalue), 1e-12):
             break
         length = step_off if step_off is not None else math.sqrt(2e-3 / abs(mu_min))
         v = ravel_pytree(spec.smallest_eigenvectors[0])[0]
         w = ravel_pytree(current)[0]
         candidates = [unravel(w + length * v), unravel(w - length * v)]
-        losses = [float(full_loss(loss_fn, c, data, chunk)) for c in candidates]
-        current = candidates[int(np.argmin(losses))]
+        current = min(candidates, key=loss)
         pushes += 1
-        current, _, _ = _descend(current, data, loss_fn, optimizer, num_steps, chunk)
+        current = _descend(current, data, loss_fn, optimizer, num_steps, chunk)
         steps += num_steps
+        spec = probe(current, pushes)
     if pushes == 0 and num_steps:
-        current, _, _ = _descend(current, data, loss_fn, optimizer, num_steps, chunk)
+        current = _descend(current, data, loss_fn, optimizer, num_steps, chunk)
         steps += num_steps
-        spec = hessian_spectrum(
-            jax.random.fold_in(rng_key, 99),
-            loss_fn,
-            current,
-            data,
-            k=1,
-            num_matvecs=num_matvecs,
-            num_probes=1,
-            eval_batch_size=chunk,
-        )
-    grad = ravel_pytree(jax.grad(lambda p: full_loss(loss_fn, p, data, chunk))(current))[0]
+        spec = probe(current, 1)
     distance = float(jnp.linalg.norm(ravel_pytree(current)[0] - start))
-    loss_after = float(full_loss(loss_fn, current, data, chunk))
+    loss_after = loss(current)
     return RefineResult(
         params=current,
         distance=distance,
         loss_before=loss_before,
         loss_after=loss_after,
-        grad_norm=float(jnp.linalg.norm(grad)),
+        grad_norm=float(_grad_norm(loss_fn, current, data, chunk)),
         min_eigenvalue_before=float(mu_before),
         min_eigenvalue_after=float(spec.min_eigenvalue),
         saddle_steps=pushes,
