@@ -8,6 +8,7 @@ import time
 import warnings
 from typing import NamedTuple
 
+import blackjax.diagnostics as blackjax_diagnostics
 import jax
 import numpy as np
 
@@ -19,6 +20,7 @@ from llc.hessian import largest_eigenvalue_magnitude
 __all__ = ["LLCResult", "estimate_llc", "llc_from_losses", "default_nbeta"]
 
 _DEFAULT_EVAL_ROWS = 8192
+_RHAT_LIMIT = 1.05
 
 
 class LLCResult(NamedTuple):
@@ -62,6 +64,9 @@ class LLCResult(NamedTuple):
         share_below_init: ``(chains,)`` share of full-batch checks (or minibatch draws)
             below ``L_n(w*)``: exactly 0 at a local minimum with full-batch checks.
         num_held_directions: directions held by the anisotropic localizer (0: none).
+        rhat: rank-normalised split R-hat of the loss traces across the chains that did
+            not diverge (blackjax; NaN with fewer than 2 chains or 4 draws).
+        ess: bulk effective sample size of those traces, all chains together.
         flags: short names of what makes the estimate suspect (empty if nothing).
         evidence: for each flag, the numbers behind it and the remedy.
         wall_time: seconds for the whole call, compilation included.
@@ -95,6 +100,8 @@ class LLCResult(NamedTuple):
     min_loss_drop: np.ndarray
     share_below_init: np.ndarray
     num_held_directions: int
+    rhat: float
+    ess: float
     flags: tuple[str, ...]
     evidence: dict
     wall_time: float
@@ -339,7 +346,15 @@ def estimate_llc(
     llc_std = float(np.std(alive, ddof=1)) if alive.size > 1 else math.nan
 
     escape = _escapes(out, nbeta, num_burnin_steps, num_steps_bw_draws, diverged)
+    rhat, ess = _convergence(delta[~diverged])
     flags, evidence = [], {}
+    if rhat > _RHAT_LIMIT:
+        flags.append("not_converged")
+        evidence["not_converged"] = (
+            f"R-hat of the loss traces is {rhat:.3f} > {_RHAT_LIMIT} (bulk ESS {ess:.0f} of "
+            f"{delta[~diverged].size} draws): the chains disagree, so they have not reached the "
+            "same distribution. Run longer (more burn-in), or check the step size."
+        )
     if escape["escaped"].any():
         flags.append("lower_loss_escape")
         bad = np.flatnonzero(escape["escaped"])
@@ -425,6 +440,8 @@ def estimate_llc(
         min_loss_drop=escape["min_loss_drop"],
         share_below_init=escape["share_below_init"],
         num_held_directions=0 if held is None else int(held[1].shape[0]),
+        rhat=rhat,
+        ess=ess,
         flags=tuple(flags),
         evidence=evidence,
         wall_time=time.perf_counter() - t0,
@@ -462,6 +479,14 @@ def _check_held(held_directions, params):
         msg = "held_directions directions must be orthonormal (e.g. Hessian eigenvectors)."
         raise ValueError(msg)
     return stacked, strengths
+
+
+def _convergence(trace: np.ndarray) -> tuple[float, float]:
+    """Rank-normalised split R-hat and bulk ESS of ``(chains, draws)`` (blackjax)."""
+    if trace.shape[0] < 2 or trace.shape[1] < 4 or not np.all(np.isfinite(trace)):
+        return math.nan, math.nan
+    x = jax.numpy.asarray(trace, jax.numpy.float32)
+    return float(blackjax_diagnostics.rhat(x)), float(blackjax_diagnostics.ess_bulk(x))
 
 
 def _escapes(out, nbeta, burnin, steps_bw_draws, diverged) -> dict:

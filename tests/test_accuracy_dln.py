@@ -45,13 +45,15 @@ def test_rrr_at_the_origin(M, H, N):
     assert_within_contract(r, float(p.true_lambda))
 
 
-def test_small_dln_teacher_with_the_library_recipe():
+def test_small_dln_teacher_converged_run():
     # Full-rank layers make the teacher a Morse-Bott point, where the LLC at the teacher
     # is known exactly (half the Hessian rank; here equal to Aoyagi's global value too).
+    # The recipe's step size, but 3.3x its steps: with the recipe's 1e4 steps two of
+    # eight chains had not equilibrated (R-hat 1.23, bulk ESS 25), which the
+    # not_converged flag reports; 3.3e4 steps give R-hat ~1.03.
     p = gt.make_dln_problem([6, 8, 5, 7], seed=0, num_data=100_000, prop_rank_reduce=0.0)
     assert p.local_lambda is not None
-    r = llc.estimate_llc(
-        jax.random.key(1), p.loss_fn, p.params, p.data, num_chains=8, **gt.dln_recipe("1K")
-    )
-    assert not r.flags
+    settings = {**gt.dln_recipe("1K"), "num_burnin_steps": 30_000, "num_draws": 3_000}
+    r = llc.estimate_llc(jax.random.key(1), p.loss_fn, p.params, p.data, num_chains=8, **settings)
+    assert not r.flags, r.evidence
     assert_within_contract(r, float(p.local_lambda))

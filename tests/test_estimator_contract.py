@@ -257,3 +257,23 @@ def test_legacy_uint32_key_is_accepted():
         warnings.simplefilter("ignore")
         r = _call(rng_key=jax.random.PRNGKey(0))
     assert np.isfinite(r.llc_mean)
+
+
+def test_chains_that_disagree_are_flagged_not_converged():
+    # A nearly flat loss and no localizer: each chain random-walks (std sqrt(eps t)), so
+    # the loss traces trend and disagree across chains; R-hat far above 1.
+    loss_fn = lambda w, b: 1e-6 * jnp.sum(w**2)  # noqa: E731
+    with pytest.warns(RuntimeWarning, match="not_converged"):
+        r = llc.estimate_llc(
+            jax.random.key(0),
+            loss_fn,
+            jnp.zeros(3),
+            dummy_data(1000),
+            step_size=1e-2,
+            localization=0.0,
+            num_chains=4,
+            num_draws=2000,
+            num_burnin_steps=0,
+        )
+    assert r.rhat > 1.05 and "not_converged" in r.flags and "R-hat" in r.evidence["not_converged"]
+    assert np.isfinite(r.ess) and r.ess < r.num_chains * r.num_draws
