@@ -112,8 +112,7 @@ class LLCResult(NamedTuple):
 
         NaN when fewer than two chains finished without diverging.
         """
-        alive = int(np.sum(~self.diverged))
-        return self.llc_std / math.sqrt(alive) if alive > 1 else math.nan
+        return _standard_error(self.llc_std, int(np.sum(~self.diverged)))
 
     def summary(self) -> str:
         """A short human-readable report."""
@@ -392,7 +391,7 @@ def estimate_llc(
             "Check the gradient and the Hessian's smallest eigenvalue at w*, raise "
             "localization, or refine w* to a nearby minimum."
         )
-    stderr = llc_std / math.sqrt(alive.size) if alive.size > 1 else 0.0
+    stderr = np.nan_to_num(_standard_error(llc_std, alive.size))  # 0 with one chain
     if alive.size and llc_mean - num_params / 2 > 2 * stderr:
         flags.append("above_half_dimension")
         evidence["above_half_dimension"] = (
@@ -479,6 +478,11 @@ def _check_held(held_directions, params):
         msg = "held_directions directions must be orthonormal (e.g. Hessian eigenvectors)."
         raise ValueError(msg)
     return stacked, strengths
+
+
+def _standard_error(std: float, chains: int) -> float:
+    """Standard error of a mean over ``chains`` independent chains (NaN below two)."""
+    return std / math.sqrt(chains) if chains > 1 else math.nan
 
 
 def _convergence(trace: np.ndarray) -> tuple[float, float]:
