@@ -1,24 +1,34 @@
 """llc: the local learning coefficient of singular learning theory, in JAX."""
 
-from llc import ground_truth, hessian, sgld
+from llc import ground_truth, hessian, samplers, sgld
+from llc.calibration import CalibrationResult, calibrate
 from llc.diagnose import Diagnosis, diagnose
 from llc.estimator import LLCResult, default_nbeta, estimate_llc, llc_from_losses
 from llc.hessian import HessianSpectrum, hessian_spectrum
 from llc.refine import RefineResult, refine_to_minimum
+from llc.temperature import MultiTemperatureResult, estimate_llc_multitemp
+from llc.trajectory import TrajectoryResult, estimate_llc_trajectory
 
 __all__ = [
+    "CalibrationResult",
     "Diagnosis",
     "HessianSpectrum",
     "LLCResult",
+    "MultiTemperatureResult",
     "RefineResult",
+    "TrajectoryResult",
+    "calibrate",
     "default_nbeta",
     "diagnose",
     "estimate_llc",
+    "estimate_llc_multitemp",
+    "estimate_llc_trajectory",
     "ground_truth",
     "hessian",
     "hessian_spectrum",
     "llc_from_losses",
     "refine_to_minimum",
+    "samplers",
     "sgld",
 ]
 

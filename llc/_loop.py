@@ -17,7 +17,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from llc import _chunks, _progress, sgld
+from llc import _chunks, _progress, samplers
 from llc._batching import gather, sample_indices
 from llc._types import Array, ArrayTree, Batch, LossFn, PRNGKey
 
@@ -36,6 +36,10 @@ class RunConfig(NamedTuple):
     full_loss_every_draws: int = 0  # 0: no full-batch checks
     eval_chunk: int = 0
     track_direction: bool = False
+    sampler: str = "sgld"
+    acceptance_every_draws: int = 0  # 0: no MALA acceptance checks
+    record_scale: bool = False  # return each chain's per-coordinate step sizes (mean, max)
+    blowup: float = float("inf")  # nbeta * (L - L*) above this counts as diverged
 
     @property
     def total_steps(self) -> int:
@@ -51,6 +55,7 @@ class Hyper(NamedTuple):
     init_loss_hi: Array
     init_loss_lo: Array
     run_id: Array
+    options: dict  # the sampler's own hyperparameters
 
 
 class RunOutput(NamedTuple):
@@ -63,9 +68,16 @@ class RunOutput(NamedTuple):
     full_delta: Array  # (chains, draws): L_n(w_t) - L_n(w*) at checked draws, NaN elsewhere;
     # (chains, 0) without checks
     projection: Array  # (chains, draws): <w_t - w*, direction>, or (chains, 0)
+    acceptance: Array  # (chains, draws): MALA acceptance at checked draws, NaN elsewhere;
+    # (chains, 0) without checks
+    scale: Array  # (chains, d): per-coordinate step (noise variance) averaged over the
+    # draws; the step size everywhere for unpreconditioned samplers; or (chains, 0)
+    scale_max: Array  # (chains, d): its maximum over the draws, or (chains, 0)
 
 
-def make_hyper(step_size, nbeta, localization, init_loss: float, dtype, run_id: int = 0) -> Hyper:
+def make_hyper(
+    step_size, nbeta, localization, init_loss: float, dtype, run_id: int = 0, options=None
+) -> Hyper:
     """Pack the traced hyperparameters in ``dtype`` (the parameters' float type).
 
     ``init_loss`` is split into two words, ``hi = dtype(init_loss)`` and the rounding
@@ -74,11 +86,13 @@ def make_hyper(step_size, nbeta, localization, init_loss: float, dtype, run_id: 
     hi = jnp.asarray(init_loss, dtype)
     lo = jnp.asarray(init_loss - float(hi), dtype)
     cast = partial(jnp.asarray, dtype=dtype)
-    return Hyper(cast(step_size), cast(nbeta), cast(localization), hi, lo, jnp.int32(run_id))
+    options = {k: cast(v) for k, v in (options or {}).items()}
+    return Hyper(
+        cast(step_size), cast(nbeta), cast(localization), hi, lo, jnp.int32(run_id), options
+    )
 
 
-@partial(jax.jit, static_argnames=("loss_fn", "config"))
-def run_chains(
+def _run(
     rng_key: PRNGKey,
     anchor: ArrayTree,
     data: Batch,
@@ -89,41 +103,55 @@ def run_chains(
     loss_fn: LossFn,
     config: RunConfig,
 ) -> RunOutput:
-    """Run ``config.num_chains`` SGLD chains from ``anchor``; see the module docstring.
+    """Run ``config.num_chains`` chains of ``config.sampler`` from ``anchor``.
 
     Every ``config.full_loss_every_draws``-th draw also evaluates the full-data loss of
-    every chain (in chunks of ``config.eval_chunk`` rows); with
-    ``config.track_direction`` each draw records the projection of ``w_t - w*`` on
-    ``direction``.
+    every chain (in chunks of ``config.eval_chunk`` rows); every
+    ``config.acceptance_every_draws``-th draw the MALA acceptance of that draw's step (on
+    its own minibatch); with ``config.track_direction`` each draw records the projection
+    of ``w_t - w*`` on ``direction``.
     """
-    kernel = sgld.build_kernel()
+    sampler = samplers.SAMPLERS[config.sampler]
+    settings = {
+        "step_size": hyper.step_size,
+        "nbeta": hyper.nbeta,
+        "localization": hyper.localization,
+        "anchor": anchor,
+        "held": held,
+        "options": hyper.options,
+    }
     chain_keys = jax.random.split(rng_key, config.num_chains)
     noise_keys, batch_keys = jax.vmap(jax.random.split, out_axes=1)(chain_keys)
     minibatch = config.batch_size is not None
     if not minibatch:
         full_batch_ref = loss_fn(anchor, data)
 
-    def chain_step(key, state, batch):
-        new_state, info = kernel(
-            key,
-            state,
-            loss_fn,
-            batch,
-            step_size=hyper.step_size,
-            nbeta=hyper.nbeta,
-            localization=hyper.localization,
-            anchor=anchor,
-            held=held,
-        )
+    def chain_step(key, state, batch, accept_now):
+        new_state, info = sampler.kernel(key, state, loss_fn, batch, **settings)
+        if config.acceptance_every_draws and sampler.proposal_scale is not None:
+            acceptance = jax.lax.cond(
+                accept_now,
+                lambda: jnp.minimum(
+                    1.0,
+                    jnp.exp(
+                        samplers.log_acceptance(
+                            sampler, state, new_state, loss_fn, batch, **settings
+                        )
+                    ),
+                ),
+                lambda: jnp.full((), jnp.nan, info.loss.dtype),
+            )
+        else:
+            acceptance = jnp.full((), jnp.nan, info.loss.dtype)
         if not minibatch:
             delta = info.loss - full_batch_ref
         elif config.control_variate:
             delta = info.loss - loss_fn(anchor, batch)
         else:
             delta = (info.loss - hyper.init_loss_hi) - hyper.init_loss_lo
-        return new_state, delta, info.distance
+        return new_state, delta, info.distance, acceptance
 
-    def step(carry, t):
+    def step(carry, t, accept_now=False):
         states, first_bad = carry
         fold = jax.vmap(jax.random.fold_in, in_axes=(0, None))
         keys = fold(noise_keys, t)
@@ -131,10 +159,15 @@ def run_chains(
             sample = partial(sample_indices, num_data=config.num_data, batch_size=config.batch_size)
             idx = jax.vmap(sample)(fold(batch_keys, t))
             batches = jax.vmap(gather, in_axes=(None, 0))(data, idx)
-            states, delta, dist = jax.vmap(chain_step)(keys, states, batches)
+            states, delta, dist, acc = jax.vmap(chain_step, in_axes=(0, 0, 0, None))(
+                keys, states, batches, accept_now
+            )
         else:
-            states, delta, dist = jax.vmap(chain_step, in_axes=(0, 0, None))(keys, states, data)
-        first_bad = jnp.where((first_bad < 0) & ~jnp.isfinite(delta), t, first_bad)
+            states, delta, dist, acc = jax.vmap(chain_step, in_axes=(0, 0, None, None))(
+                keys, states, data, accept_now
+            )
+        bad = ~jnp.isfinite(delta) | (hyper.nbeta * delta > config.blowup)
+        first_bad = jnp.where((first_bad < 0) & bad, t, first_bad)
         if config.progress_rate:
             jax.lax.cond(
                 (t % config.progress_rate == 0) | (t == config.total_steps - 1),
@@ -143,7 +176,7 @@ def run_chains(
                 ),
                 lambda: None,
             )
-        return (states, first_bad), (delta, dist)
+        return (states, first_bad), (delta, dist, acc)
 
     def full_delta(states):
         def one(w):
@@ -153,10 +186,15 @@ def run_chains(
         return jax.vmap(one)(states.position)
 
     def draw(carry, xs):
+        carry, (scale_sum, scale_max) = carry
         t0, index = xs
         k = config.num_steps_bw_draws
         carry = jax.lax.fori_loop(0, k - 1, lambda i, c: step(c, t0 + i)[0], carry)
-        carry, (delta, dist) = step(carry, t0 + k - 1)
+        every = config.acceptance_every_draws
+        accept_now = index % every == 0 if every else False
+        carry, (delta, dist, acc) = step(carry, t0 + k - 1, accept_now)
+        if not every:
+            acc = jnp.zeros((config.num_chains, 0), delta.dtype)
         states = carry[0]
         if config.full_loss_every_draws:
             checked = jax.lax.cond(
@@ -176,15 +214,25 @@ def run_chains(
             proj = jax.vmap(project)(states.position)
         else:
             proj = jnp.zeros((config.num_chains, 0), delta.dtype)
-        return carry, (delta, dist, checked, proj)
+        if config.record_scale:
+            scale = jax.vmap(lambda s: _step_scale(sampler, s, hyper, anchor))(states)
+            scale_sum, scale_max = scale_sum + scale, jnp.maximum(scale_max, scale)
+        return (carry, (scale_sum, scale_max)), (delta, dist, checked, proj, acc)
 
     positions = jax.tree.map(lambda p: jnp.broadcast_to(p, (config.num_chains, *p.shape)), anchor)
-    carry = (sgld.init(positions), jnp.full((config.num_chains,), -1, jnp.int32))
+    states = jax.vmap(lambda p: sampler.init(p, hyper.options))(positions)
+    carry = (states, jnp.full((config.num_chains,), -1, jnp.int32))
     burn = config.num_burnin_steps
-    carry, (burnin_delta, _) = jax.lax.scan(step, carry, jnp.arange(burn, dtype=jnp.int32))
+    carry, (burnin_delta, _, _) = jax.lax.scan(step, carry, jnp.arange(burn, dtype=jnp.int32))
     index = jnp.arange(config.num_draws, dtype=jnp.int32)
     starts = burn + config.num_steps_bw_draws * index
-    carry, (delta, dist, checked, proj) = jax.lax.scan(draw, carry, (starts, index))
+    width = sum(x.size for x in jax.tree.leaves(anchor)) if config.record_scale else 0
+    dtype = burnin_delta.dtype
+    zeros = jnp.zeros((config.num_chains, width), dtype)
+    carry, (delta, dist, checked, proj, acc) = jax.lax.scan(
+        draw, (carry, (zeros, zeros)), (starts, index)
+    )
+    carry, (scale_sum, scale_max) = carry
     return RunOutput(
         burnin_delta.T,
         delta.T,
@@ -192,7 +240,50 @@ def run_chains(
         carry[1],
         jnp.moveaxis(checked, 0, 1),
         jnp.moveaxis(proj, 0, 1),
+        jnp.moveaxis(acc, 0, 1),
+        scale_sum / config.num_draws,
+        scale_max,
     )
+
+
+def _step_scale(sampler, state, hyper, anchor):
+    """The per-coordinate step (noise variance) at ``state``, raveled.
+
+    ``step_size`` everywhere for samplers without a preconditioner.
+    """
+    if sampler.proposal_scale is None:
+        flat = jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(anchor)])
+        return jnp.full(flat.shape, hyper.step_size, flat.dtype)
+    scale = sampler.proposal_scale(state, hyper.step_size, hyper.options)
+    return jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(scale)])
+
+
+run_chains = jax.jit(_run, static_argnames=("loss_fn", "config"))
+run_chains.__doc__ = _run.__doc__
+
+
+@partial(jax.jit, static_argnames=("loss_fn", "config"))
+def run_grid(rng_key, anchor, data, hypers: Hyper, direction=None, held=None, *, loss_fn, config):
+    """:func:`run_chains` for a stack of settings, vectorised in one program.
+
+    Every ``hypers`` leaf has a leading settings axis. All settings share ``rng_key``,
+    so they see the same noise and minibatches (common random numbers).
+    """
+    one = partial(_run, loss_fn=loss_fn, config=config)
+    return jax.vmap(one, in_axes=(None, None, None, 0, None, None))(
+        rng_key, anchor, data, hypers, direction, held
+    )
+
+
+@partial(jax.jit, static_argnames=("loss_fn", "config"))
+def run_checkpoints(rng_keys, anchors, data, hypers: Hyper, *, loss_fn, config):
+    """:func:`run_chains` at each of a stack of anchors, inside one program.
+
+    ``anchors``, ``hypers`` and ``rng_keys`` share a leading checkpoint axis; the runs go
+    one after the other (``lax.map``), so memory stays that of one run.
+    """
+    one = partial(_run, loss_fn=loss_fn, config=config)
+    return jax.lax.map(lambda xs: one(xs[0], xs[1], data, xs[2]), (rng_keys, anchors, hypers))
 
 
 def full_loss(loss_fn: LossFn, params: ArrayTree, data: Batch, chunk: int) -> Array:

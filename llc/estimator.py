@@ -12,7 +12,7 @@ import blackjax.diagnostics as blackjax_diagnostics
 import jax
 import numpy as np
 
-from llc import _loop, _progress
+from llc import _loop, _progress, nuts, samplers
 from llc import _validation as check
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
 from llc.hessian import largest_eigenvalue_magnitude
@@ -21,6 +21,8 @@ __all__ = ["LLCResult", "estimate_llc", "llc_from_losses", "default_nbeta"]
 
 _DEFAULT_EVAL_ROWS = 8192
 _RHAT_LIMIT = 1.05
+_DEFAULT_ACCEPTANCE_CHECKS = 50
+_BLOWUP_PER_PARAM = 1e4
 
 
 class LLCResult(NamedTuple):
@@ -47,8 +49,11 @@ class LLCResult(NamedTuple):
         num_params: d, the number of parameters.
         burnin_loss_trace: ``(chains, burn-in steps)`` losses during burn-in.
         distance_trace: ``(chains, draws)`` distance ``||w_t - w*||`` per draw.
-        diverged: ``(chains,)`` bool, True where the loss became NaN or inf.
-        diverged_at_step: ``(chains,)`` first step with a non-finite loss, -1 if none.
+        diverged: ``(chains,)`` bool, True where the loss became NaN or inf, or blew up:
+            ``nbeta * (L - L_n(w*)) > 1e4 * d`` (an LLC contribution 20,000 times the
+            largest a local minimum allows; no chain that samples the local posterior
+            gets there).
+        diverged_at_step: ``(chains,)`` first such step, -1 if none.
         full_loss_trace: ``(chains, checks)`` full-data loss ``L_n(w_t)`` at the periodic
             full-batch checks (empty without checks).
         full_loss_steps: ``(checks,)`` the step of each check.
@@ -64,12 +69,21 @@ class LLCResult(NamedTuple):
         share_below_init: ``(chains,)`` share of full-batch checks (or minibatch draws)
             below ``L_n(w*)``: exactly 0 at a local minimum with full-batch checks.
         num_held_directions: directions held by the anisotropic localizer (0: none).
+        sampler: the sampler's name (see :mod:`llc.samplers`; ``"nuts"`` for the exact
+            full-batch reference).
+        sampler_options: the sampler's own hyperparameters, defaults filled in.
+        acceptance: ``(chains,)`` mean acceptance probability per chain: for the
+            Langevin samplers the MALA acceptance of the SGLD steps at the checked draws
+            (about 0.9 is healthy; near 0 the step size is far too large), for NUTS its
+            mean acceptance statistic; NaN for the momentum samplers or without checks.
         rhat: rank-normalised split R-hat of the loss traces across the chains that did
             not diverge (blackjax; NaN with fewer than 2 chains or 4 draws).
         ess: bulk effective sample size of those traces, all chains together.
         flags: short names of what makes the estimate suspect (empty if nothing).
         evidence: for each flag, the numbers behind it and the remedy.
         wall_time: seconds for the whole call, compilation included.
+        calibration: with ``step_size="auto"``, the :class:`llc.CalibrationResult` that
+            chose the step size; otherwise None.
     """
 
     llc_mean: float
@@ -100,11 +114,15 @@ class LLCResult(NamedTuple):
     min_loss_drop: np.ndarray
     share_below_init: np.ndarray
     num_held_directions: int
+    sampler: str
+    sampler_options: dict
+    acceptance: np.ndarray
     rhat: float
     ess: float
     flags: tuple[str, ...]
     evidence: dict
     wall_time: float
+    calibration: object = None
 
     @property
     def llc_stderr(self) -> float:
@@ -116,13 +134,16 @@ class LLCResult(NamedTuple):
 
     def summary(self) -> str:
         """A short human-readable report."""
+        finite = self.acceptance[np.isfinite(self.acceptance)]
+        accept = float(np.mean(finite)) if finite.size else math.nan
         lines = [
             f"LLC = {self.llc_mean:.4g} +/- {self.llc_std:.3g} (std across "
             f"{self.num_chains - int(self.diverged.sum())} chains; stderr {self.llc_stderr:.3g})",
             f"  L_n(w*) = {self.init_loss:.6g}, nbeta = {self.nbeta:.6g}, step_size = "
             f"{self.step_size:.3g}, localization = {self.localization:.3g}, d = {self.num_params}",
-            f"  {self.num_draws} draws after {self.num_burnin_steps} burn-in steps, "
-            f"batch {self.batch_size or 'full'}, {self.wall_time:.2f} s",
+            f"  {self.sampler}: {self.num_draws} draws after {self.num_burnin_steps} burn-in "
+            f"steps, batch {self.batch_size or 'full'}, {self.wall_time:.2f} s",
+            f"  R-hat {self.rhat:.3f}, bulk ESS {self.ess:.0f}, acceptance {accept:.3f}",
         ]
         lines += [f"  [{flag}] {self.evidence[flag]}" for flag in self.flags]
         return "\n".join(lines)
@@ -168,9 +189,11 @@ def estimate_llc(
     params: ArrayTree,
     data: Batch,
     *,
-    step_size: float,
+    step_size: float | str | None,
     localization: float = 1.0,
     nbeta: float | None = None,
+    sampler: str = "sgld",
+    sampler_options: dict | None = None,
     num_chains: int = 4,
     num_draws: int = 1000,
     num_burnin_steps: int = 1000,
@@ -182,6 +205,7 @@ def estimate_llc(
     full_loss_every: int | None = None,
     escape_direction: ArrayTree | None = None,
     held_directions: tuple | None = None,
+    acceptance_checks: int | None = None,
 ) -> LLCResult:
     """Estimate the local learning coefficient of ``loss_fn`` at ``params``.
 
@@ -200,9 +224,20 @@ def estimate_llc(
         data: a pytree of arrays sharing a leading axis n, e.g. ``(x, y)``.
         step_size: epsilon > 0 (noise variance per step, Lau convention; blackjax's
             step size is half of it). Stable only if
-            ``step_size * (nbeta * mu_max + localization) < 4``.
+            ``step_size * (nbeta * mu_max + localization) < 4``. ``"auto"`` runs
+            :func:`llc.calibrate` first (a short vectorised grid of step sizes around
+            the curvature scale ``1 / (nbeta * mu_max + localization)``) and uses the
+            step size it recommends; the calibration is kept in ``result.calibration``.
+            None for ``sampler="nuts"``, which adapts its own.
         localization: gamma >= 0, strength of the Gaussian localizer at w*.
         nbeta: n times the inverse temperature; default ``n / log n``.
+        sampler: ``"sgld"`` (default), ``"rmsprop_sgld"``, ``"sghmc"``, ``"sgnht"`` (see
+            :mod:`llc.samplers`), or ``"nuts"``: full-batch NUTS with window adaptation
+            (blackjax), exact up to Monte Carlo error, the gold standard for small models
+            (``num_burnin_steps`` are its adaptation steps).
+        sampler_options: the sampler's own hyperparameters, e.g. ``{"alpha": 0.99,
+            "eps": 1e-8}`` for ``"rmsprop_sgld"``, ``{"friction": 0.1}`` for ``"sghmc"``,
+            ``{"diffusion": 0.1}`` for ``"sgnht"``.
         num_chains: independent chains (own noise and own minibatch sequence each).
         num_draws: draws per chain used for the estimate.
         num_burnin_steps: SGLD steps per chain before the first draw, discarded.
@@ -232,6 +267,9 @@ def estimate_llc(
             ``c_i > nbeta |mu_i| - localization`` a saddle's negative directions are
             held, and the estimate is the LLC of the remaining directions (each held
             direction contributes ``0.5 nbeta mu_i / (nbeta mu_i + gamma + c_i)``).
+        acceptance_checks: how many draws per chain also compute the MALA acceptance
+            of their step (two extra gradient evaluations each; default 50, 0 turns
+            them off). Langevin samplers only.
 
     Returns:
         An :class:`LLCResult`.
@@ -253,17 +291,127 @@ def estimate_llc(
         True
     """
     t0 = time.perf_counter()
+    plan = make_plan(
+        rng_key,
+        loss_fn,
+        params,
+        data,
+        step_size=step_size,
+        localization=localization,
+        nbeta=nbeta,
+        sampler=sampler,
+        sampler_options=sampler_options,
+        num_chains=num_chains,
+        num_draws=num_draws,
+        num_burnin_steps=num_burnin_steps,
+        num_steps_bw_draws=num_steps_bw_draws,
+        batch_size=batch_size,
+        control_variate=control_variate,
+        progress_bar=progress_bar,
+        eval_batch_size=eval_batch_size,
+        full_loss_every=full_loss_every,
+        escape_direction=escape_direction,
+        held_directions=held_directions,
+        acceptance_checks=acceptance_checks,
+    )
+    calibration = None
+    if plan.step_size == "auto":
+        from llc.calibration import calibrate_plan  # calibrate builds on this module
+
+        calibration = calibrate_plan(plan, short=True)
+        plan = plan._replace(step_size=calibration.recommended["step_size"])
+    out = execute(plan)
+    return assemble(plan, out, t0, calibration=calibration)
+
+
+class Plan(NamedTuple):
+    """A validated call of :func:`estimate_llc`: everything needed to run and report it."""
+
+    rng_key: PRNGKey
+    loss_fn: LossFn
+    params: ArrayTree
+    data: Batch
+    num_data: int
+    num_params: int
+    step_size: float | str | None
+    localization: float
+    nbeta: float
+    sampler: str
+    options: dict
+    config: _loop.RunConfig
+    eval_rows: int
+    init_loss: float
+    direction: ArrayTree | None
+    held: tuple | None
+    show_progress: bool
+
+
+def make_plan(
+    rng_key,
+    loss_fn,
+    params,
+    data,
+    *,
+    step_size,
+    localization,
+    nbeta,
+    sampler,
+    sampler_options,
+    num_chains,
+    num_draws,
+    num_burnin_steps,
+    num_steps_bw_draws,
+    batch_size,
+    control_variate,
+    progress_bar,
+    eval_batch_size,
+    full_loss_every,
+    escape_direction,
+    held_directions,
+    acceptance_checks,
+) -> Plan:
+    """Validate the arguments of :func:`estimate_llc` and evaluate ``L_n(w*)``.
+
+    Every check runs eagerly, before anything is compiled.
+    """
     rng_key = check.check_key(rng_key)
     check.check_callable(loss_fn)
     num_params = check.check_params(params)
     n = check.check_data(data)
     batch_size = check.check_batch_size(batch_size, n)
-    step_size = check.check_real(
-        "step_size",
-        step_size,
-        allow_zero=False,
-        hint=" Typical values are 1e-7 .. 1e-3 (smaller for larger nbeta).",
-    )
+    if not isinstance(sampler, str) or sampler not in (*samplers.SAMPLERS, "nuts"):
+        msg = f"sampler must be one of {[*samplers.SAMPLERS, 'nuts']}; got {sampler!r}."
+        raise ValueError(msg)
+    if sampler == "nuts":
+        if batch_size is not None:
+            msg = (
+                "sampler='nuts' is the exact full-batch reference; it takes batch_size=None "
+                f"(got {batch_size})."
+            )
+            raise ValueError(msg)
+        if step_size is not None:
+            msg = "sampler='nuts' adapts its own step size; pass step_size=None."
+            raise ValueError(msg)
+        if sampler_options:
+            msg = "sampler='nuts' takes no sampler_options."
+            raise ValueError(msg)
+        if escape_direction is not None or held_directions is not None:
+            msg = "sampler='nuts' supports neither escape_direction nor held_directions."
+            raise ValueError(msg)
+        options = {}
+    else:
+        options = samplers.resolve_options(sampler, sampler_options)
+        if isinstance(step_size, str):
+            if step_size != "auto":
+                msg = f"step_size must be a positive number or 'auto'; got {step_size!r}."
+                raise ValueError(msg)
+        else:
+            step_size = check.check_real(
+                "step_size",
+                step_size,
+                allow_zero=False,
+                hint=" Typical values are 1e-7 .. 1e-3 (smaller for larger nbeta); or 'auto'.",
+            )
     localization = check.check_real("localization", localization, allow_zero=True)
     if nbeta is None:
         if n < 2:
@@ -285,6 +433,13 @@ def estimate_llc(
         every_draws = max(1, round(every / num_steps_bw_draws)) if every else 0
     if batch_size is None:
         every_draws = 0  # the recorded losses are already full-data
+    if acceptance_checks is None:
+        acceptance_every = max(1, num_draws // _DEFAULT_ACCEPTANCE_CHECKS)
+    else:
+        checks = check.check_count("acceptance_checks", acceptance_checks, minimum=0)
+        acceptance_every = max(1, num_draws // checks) if checks else 0
+    if sampler == "nuts" or samplers.SAMPLERS[sampler].proposal_scale is None:
+        acceptance_every = 0
     if escape_direction is not None:
         check.check_like_params("escape_direction", escape_direction, params)
     held = None
@@ -297,8 +452,15 @@ def estimate_llc(
     data = jax.tree.map(jax.numpy.asarray, data)
     init_loss = _loop.full_data_loss(loss_fn, params, data, eval_rows)
     check.check_finite_loss(init_loss)
+    dtype = jax.numpy.result_type(*jax.tree.leaves(params))
+    direction = None
+    if escape_direction is not None:
+        direction = jax.tree.map(
+            lambda v, p: jax.numpy.asarray(v, p.dtype), escape_direction, params
+        )
+    if held is not None:
+        held = (held[0], jax.numpy.asarray(held[1], dtype))
 
-    show = _progress.enabled(progress_bar)
     config = _loop.RunConfig(
         num_chains=num_chains,
         num_burnin_steps=num_burnin_steps,
@@ -311,30 +473,108 @@ def estimate_llc(
         full_loss_every_draws=every_draws,
         eval_chunk=min(eval_rows, n),
         track_direction=escape_direction is not None,
+        sampler="sgld" if sampler == "nuts" else sampler,
+        acceptance_every_draws=acceptance_every,
+        blowup=_BLOWUP_PER_PARAM * num_params,
     )
+    return Plan(
+        rng_key=rng_key,
+        loss_fn=loss_fn,
+        params=params,
+        data=data,
+        num_data=n,
+        num_params=num_params,
+        step_size=step_size,
+        localization=localization,
+        nbeta=nbeta,
+        sampler=sampler,
+        options=options,
+        config=config,
+        eval_rows=eval_rows,
+        init_loss=init_loss,
+        direction=direction,
+        held=held,
+        show_progress=_progress.enabled(progress_bar),
+    )
+
+
+def execute(plan: Plan) -> _loop.RunOutput:
+    """Run the plan's chains (one compiled program) and bring the traces to the host."""
+    config = plan.config
     run_id = 0
-    if show:
+    if plan.show_progress and plan.sampler != "nuts":
         config = config._replace(progress_rate=_progress.rate(config.total_steps))
-        run_id = _progress.open_bar(config.total_steps, "SGLD")
-    dtype = jax.numpy.result_type(*jax.tree.leaves(params))
-    hyper = _loop.make_hyper(step_size, nbeta, localization, init_loss, dtype, run_id)
+        run_id = _progress.open_bar(config.total_steps, plan.sampler.upper())
+    dtype = jax.numpy.result_type(*jax.tree.leaves(plan.params))
     try:
-        direction = None
-        if escape_direction is not None:
-            direction = jax.tree.map(
-                lambda v, p: jax.numpy.asarray(v, p.dtype), escape_direction, params
+        if plan.sampler == "nuts":
+            hi = jax.numpy.asarray(plan.init_loss, dtype)
+            lo = jax.numpy.asarray(plan.init_loss - float(hi), dtype)
+            out = nuts.run_nuts(
+                plan.rng_key,
+                plan.params,
+                plan.data,
+                jax.numpy.asarray(plan.nbeta, dtype),
+                jax.numpy.asarray(plan.localization, dtype),
+                hi,
+                lo,
+                loss_fn=plan.loss_fn,
+                num_chains=config.num_chains,
+                num_warmup=config.num_burnin_steps,
+                num_draws=config.num_draws,
             )
-        if held is not None:
-            held = (held[0], jax.numpy.asarray(held[1], dtype))
-        out = _loop.run_chains(
-            rng_key, params, data, hyper, direction, held, loss_fn=loss_fn, config=config
-        )
-        out = jax.tree.map(np.asarray, out)
+        else:
+            hyper = _loop.make_hyper(
+                plan.step_size,
+                plan.nbeta,
+                plan.localization,
+                plan.init_loss,
+                dtype,
+                run_id,
+                plan.options,
+            )
+            out = _loop.run_chains(
+                plan.rng_key,
+                plan.params,
+                plan.data,
+                hyper,
+                plan.direction,
+                plan.held,
+                loss_fn=plan.loss_fn,
+                config=config,
+            )
+        return jax.tree.map(np.asarray, out)
     finally:
-        if show:
+        if run_id:
             _progress.close_bar(run_id)
 
-    cv = bool(control_variate) and batch_size is not None
+
+def assemble(
+    plan: Plan,
+    out: _loop.RunOutput,
+    t0: float,
+    *,
+    step_size=None,
+    localization=None,
+    nbeta=None,
+    init_loss=None,
+    warn: bool = True,
+    calibration=None,
+) -> LLCResult:
+    """Turn one run's host traces into an :class:`LLCResult` with its flags.
+
+    ``step_size``, ``localization``, ``nbeta`` and ``init_loss`` override the plan's (a
+    calibration grid or a trajectory shares one plan across settings or anchors).
+    """
+    step_size = plan.step_size if step_size is None else step_size
+    localization = plan.localization if localization is None else localization
+    nbeta = plan.nbeta if nbeta is None else nbeta
+    init_loss = plan.init_loss if init_loss is None else init_loss
+    config = plan.config
+    num_draws, num_burnin_steps = config.num_draws, config.num_burnin_steps
+    num_steps_bw_draws, batch_size = config.num_steps_bw_draws, config.batch_size
+    every_draws = config.full_loss_every_draws
+    cv = config.control_variate and batch_size is not None
     delta = out.delta.astype(np.float64)
     loss_trace = init_loss + delta
     per_chain = llc_from_losses(loss_trace, init_loss, nbeta)
@@ -343,6 +583,13 @@ def estimate_llc(
     alive = per_chain[~diverged]
     llc_mean = float(np.mean(alive)) if alive.size else math.nan
     llc_std = float(np.std(alive, ddof=1)) if alive.size > 1 else math.nan
+    with warnings.catch_warnings():  # all-NaN rows: no checks, or a diverged chain
+        warnings.simplefilter("ignore", RuntimeWarning)
+        acceptance = (
+            np.nanmean(out.acceptance.astype(np.float64), axis=1)
+            if out.acceptance.size
+            else np.full(config.num_chains, np.nan)
+        )
 
     escape = _escapes(out, nbeta, num_burnin_steps, num_steps_bw_draws, diverged)
     rhat, ess = _convergence(delta[~diverged])
@@ -370,11 +617,11 @@ def estimate_llc(
     if diverged.any():
         flags.append("diverged")
         evidence["diverged"] = _divergence_evidence(
-            rng_key,
-            loss_fn,
-            params,
-            data,
-            eval_rows,
+            plan.rng_key,
+            plan.loss_fn,
+            plan.params,
+            plan.data,
+            plan.eval_rows,
             out.first_nonfinite_step,
             step_size=step_size,
             nbeta=nbeta,
@@ -391,6 +638,7 @@ def estimate_llc(
             "Check the gradient and the Hessian's smallest eigenvalue at w*, raise "
             "localization, or refine w* to a nearby minimum."
         )
+    num_params = plan.num_params
     stderr = np.nan_to_num(_standard_error(llc_std, alive.size))  # 0 with one chain
     if alive.size and llc_mean - num_params / 2 > 2 * stderr:
         flags.append("above_half_dimension")
@@ -401,11 +649,11 @@ def estimate_llc(
             "probably too large (discretisation bias) or the chains are not localized; "
             "lower step_size or raise localization."
         )
-    if flags:
+    if flags and warn:
         warnings.warn(
             "LLC estimate flagged: " + " | ".join(f"[{f}] {evidence[f]}" for f in flags),
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
 
     return LLCResult(
@@ -415,15 +663,15 @@ def estimate_llc(
         loss_trace=loss_trace,
         init_loss=init_loss,
         nbeta=nbeta,
-        step_size=step_size,
+        step_size=math.nan if step_size is None else float(step_size),
         localization=localization,
-        num_chains=num_chains,
+        num_chains=config.num_chains,
         num_draws=num_draws,
         num_burnin_steps=num_burnin_steps,
         num_steps_bw_draws=num_steps_bw_draws,
         batch_size=batch_size,
         control_variate=cv,
-        num_data=n,
+        num_data=plan.num_data,
         num_params=num_params,
         burnin_loss_trace=init_loss + out.burnin_delta.astype(np.float64),
         distance_trace=out.distance.astype(np.float64),
@@ -431,19 +679,21 @@ def estimate_llc(
         diverged_at_step=out.first_nonfinite_step.astype(np.int64),
         full_loss_trace=escape["full_loss_trace"] + init_loss,
         full_loss_steps=escape["full_loss_steps"],
-        projection_trace=out.projection.astype(np.float64)
-        if escape_direction is not None
-        else None,
+        projection_trace=out.projection.astype(np.float64) if config.track_direction else None,
         escaped=escape["escaped"],
         escaped_at_step=escape["escaped_at_step"],
         min_loss_drop=escape["min_loss_drop"],
         share_below_init=escape["share_below_init"],
-        num_held_directions=0 if held is None else int(held[1].shape[0]),
+        num_held_directions=0 if plan.held is None else int(plan.held[1].shape[0]),
+        sampler=plan.sampler,
+        sampler_options=dict(plan.options),
+        acceptance=acceptance,
         rhat=rhat,
         ess=ess,
         flags=tuple(flags),
         evidence=evidence,
         wall_time=time.perf_counter() - t0,
+        calibration=calibration,
     )
 
 
@@ -534,7 +784,8 @@ def _divergence_evidence(
     precision = nbeta * mu + localization
     product = step_size * precision
     text = (
-        f"chains {bad.tolist()} of {len(first_bad)} reached a non-finite loss at steps "
+        f"chains {bad.tolist()} of {len(first_bad)} blew up (non-finite loss, or nbeta * "
+        f"(L - L*) > {_BLOWUP_PER_PARAM:g} d) at steps "
         f"{first_bad[bad].tolist()} and are left out of llc_mean. At w* the largest Hessian "
         f"eigenvalue magnitude is {mu:.4g} (power iteration on {rows} samples), so "
         f"step_size * (nbeta * mu_max + localization) = {product:.3g}"

@@ -1,0 +1,279 @@
+"""Samplers compared: error against exact learning coefficients, time, and an exact reference.
+
+Part 1 (deep linear networks, the set-up of ``accuracy.py``): for each bucket and seed,
+the LLC at the teacher with the Furman & Lau recipe (hand-picked step size) and with
+``step_size="auto"`` for every stochastic-gradient sampler. Same chains, burn-in, draws,
+batch and localization everywhere; only the sampler and the step size change. Errors are
+(lambda - lambda_hat) / lambda against Aoyagi's lambda, and against the exact local LLC
+where the teacher is a Morse-Bott point; runs whose LLC at the teacher provably exceeds
+lambda are marked (see accuracy.py).
+
+Part 2 (gold standard): a small deep linear network where full-batch NUTS is affordable.
+NUTS samples the localized tempered posterior exactly (up to Monte Carlo error); every
+stochastic-gradient sampler, full batch, must agree with it within the combined standard
+error plus its own step-size bias. This separates sampler error from the finite-n gap.
+
+Outputs: a table on stdout, ``results/samplers.json`` and ``results/samplers.png``.
+
+Usage:
+    python benchmarks/samplers.py --quick          # 1K, 3 seeds, and the NUTS check
+    python benchmarks/samplers.py --seeds 8        # 1K and 10K, 8 seeds each
+"""
+
+import argparse
+import time
+import warnings
+
+import jax
+import numpy as np
+from _common import RESULTS, write
+
+import llc
+from llc import ground_truth
+
+CONFIGS = {
+    "sgld, hand-picked (F&L)": {"sampler": "sgld"},
+    "sgld, auto": {"sampler": "sgld", "step_size": "auto"},
+    "rmsprop_sgld, auto": {"sampler": "rmsprop_sgld", "step_size": "auto", "frozen": True},
+    "sghmc, auto": {"sampler": "sghmc", "step_size": "auto"},
+    "sgnht, auto": {"sampler": "sgnht", "step_size": "auto"},
+}
+
+
+def run_dln(bucket: str, seed: int, name: str, chains: int) -> dict:
+    problem = ground_truth.make_dln_bucket_problem(bucket, seed)
+    settings = {**ground_truth.dln_recipe(bucket), **CONFIGS[name]}
+    if settings.pop("frozen", False):  # adapt the preconditioner during burn-in only
+        settings["sampler_options"] = {"adapt_steps": settings["num_burnin_steps"]}
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        r = llc.estimate_llc(
+            jax.random.key(seed),
+            problem.loss_fn,
+            problem.params,
+            problem.data,
+            num_chains=chains,
+            progress_bar=False,
+            **settings,
+        )
+    lam = float(problem.true_lambda)
+    local = None if problem.local_lambda is None else float(problem.local_lambda)
+    finite = r.acceptance[np.isfinite(r.acceptance)]
+    return {
+        "bucket": bucket,
+        "seed": seed,
+        "config": name,
+        "d": problem.num_params,
+        "true_lambda": lam,
+        "local_lower_bound": float(problem.lambda_lower_bound),
+        "local_lambda": local,
+        "marked": float(problem.lambda_lower_bound) > lam,
+        "llc_mean": r.llc_mean,
+        "llc_stderr": r.llc_stderr,
+        "relative_error": (lam - r.llc_mean) / lam,
+        "local_relative_error": None if local is None else (local - r.llc_mean) / local,
+        "step_size": r.step_size,
+        "acceptance": float(np.mean(finite)) if finite.size else None,
+        "rhat": r.rhat,
+        "flags": list(r.flags),
+        "diverged_chains": int(r.diverged.sum()),
+        "time_s": time.perf_counter() - start,
+    }
+
+
+def gold_standard(chains: int) -> list[dict]:
+    """Full-batch NUTS against every stochastic-gradient sampler on one small target."""
+    problem = ground_truth.make_dln_problem([4, 3, 5], seed=0, num_data=2_000)
+    common = {
+        "localization": 10.0,
+        "num_chains": chains,
+        "progress_bar": False,
+    }
+    rows = []
+    runs = {"nuts": {"sampler": "nuts", "step_size": None, "num_burnin_steps": 1000}}
+    for name in ("sgld", "rmsprop_sgld", "sghmc", "sgnht"):
+        runs[name] = {
+            "sampler": name,
+            "step_size": "auto",
+            "num_burnin_steps": 20_000,
+            "num_steps_bw_draws": 5,
+        }
+    runs["rmsprop_sgld"]["sampler_options"] = {"adapt_steps": 20_000}
+    for name, settings in runs.items():
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            r = llc.estimate_llc(
+                jax.random.key(0),
+                problem.loss_fn,
+                problem.params,
+                problem.data,
+                num_draws=2000,
+                **common,
+                **settings,
+            )
+        bias = None
+        if r.calibration is not None:
+            cal = r.calibration
+            s = list(cal.step_sizes).index(r.step_size)
+            bias = float(cal.predicted_bias[0, s])
+        rows.append(
+            {
+                "sampler": name,
+                "d": problem.num_params,
+                "n": 2000,
+                "llc_mean": r.llc_mean,
+                "llc_stderr": r.llc_stderr,
+                "step_size": r.step_size,
+                "predicted_bias": bias,
+                "rhat": r.rhat,
+                "flags": list(r.flags),
+                "time_s": time.perf_counter() - start,
+            }
+        )
+    ref = rows[0]
+    for row in rows:
+        se = float(np.hypot(row["llc_stderr"], ref["llc_stderr"]))
+        row["z_vs_nuts"] = (row["llc_mean"] - ref["llc_mean"]) / se if se > 0 else 0.0
+    return rows
+
+
+def summarise(rows: list[dict]) -> dict:
+    out = {}
+    for bucket in sorted({r["bucket"] for r in rows}):
+        out[bucket] = {}
+        for name in CONFIGS:
+            sel = [r for r in rows if r["bucket"] == bucket and r["config"] == name]
+            if not sel:
+                continue
+            rel = np.abs([r["relative_error"] for r in sel])
+            sound = np.abs([r["relative_error"] for r in sel if not r["marked"]])
+            local = np.abs(
+                [r["local_relative_error"] for r in sel if r["local_relative_error"] is not None]
+            )
+            out[bucket][name] = {
+                "runs": len(sel),
+                "median_abs_relative_error": float(np.median(rel)),
+                "max_abs_relative_error": float(np.max(rel)),
+                "unmarked_runs": int(sound.size),
+                "median_abs_relative_error_unmarked": float(np.median(sound))
+                if sound.size
+                else None,
+                "max_abs_relative_error_unmarked": float(np.max(sound)) if sound.size else None,
+                "median_abs_error_vs_exact_local": float(np.median(local)) if local.size else None,
+                "diverged_chains": int(sum(r["diverged_chains"] for r in sel)),
+                "not_converged_runs": int(sum("not_converged" in r["flags"] for r in sel)),
+                "mean_time_s": float(np.mean([r["time_s"] for r in sel])),
+            }
+    return out
+
+
+def plot(rows: list[dict], summary: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    buckets = sorted({r["bucket"] for r in rows})
+    names = list(CONFIGS)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    ax = axes[0]
+    for i, bucket in enumerate(buckets):
+        for j, name in enumerate(names):
+            sel = [r for r in rows if r["bucket"] == bucket and r["config"] == name]
+            x = j + (i - (len(buckets) - 1) / 2) * 0.3
+            ax.scatter(
+                [x] * len(sel),
+                [r["relative_error"] for r in sel],
+                marker="o" if i == 0 else "s",
+                color=f"C{i}",
+                label=f"~{bucket}" if j == 0 else None,
+                alpha=0.7,
+            )
+    for lim in (-0.05, 0.05):
+        ax.axhline(lim, color="k", ls=":", lw=1)
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xticks(range(len(names)), [n.replace(", ", "\n") for n in names], fontsize=8)
+    ax.set(ylabel="relative error (λ − λ̂)/λ", title="DLN teachers: error per run")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    width = 0.8 / len(buckets)
+    for i, bucket in enumerate(buckets):
+        times = [summary[bucket].get(n, {}).get("mean_time_s", 0) for n in names]
+        ax.bar(np.arange(len(names)) + i * width, times, width, label=f"~{bucket}")
+    ax.set_xticks(range(len(names)), [n.replace(", ", "\n") for n in names], fontsize=8)
+    ax.set(ylabel="seconds per run (mean, incl. calibration)", title="time")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "samplers.png", dpi=120)
+    plt.close("all")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--buckets", nargs="+", default=["1K", "10K"])
+    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--seed-list", type=int, nargs="+", default=None)
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument("--quick", action="store_true", help="1K, 3 seeds, and the NUTS check")
+    parser.add_argument("--skip-gold", action="store_true", help="skip the NUTS comparison")
+    args = parser.parse_args()
+    buckets, seeds = args.buckets, args.seed_list or list(range(args.seeds))
+    if args.quick:
+        buckets, seeds = ["1K"], [0, 1, 2]
+
+    gold = [] if args.skip_gold else gold_standard(args.chains)
+    if gold:
+        print(f"gold standard: DLN {gold[0]['d']} params, n = {gold[0]['n']}, full batch")
+        for g in gold:
+            print(
+                f"  {g['sampler']:>13}: {g['llc_mean']:8.3f} ± {g['llc_stderr']:.3f}  "
+                f"z vs NUTS {g['z_vs_nuts']:+.2f}  step {g['step_size']:.3g}  "
+                f"{g['time_s']:.0f}s  {g['flags']}",
+                flush=True,
+            )
+    print(
+        f"{'bucket':>6} {'seed':>4} {'config':>24} {'lambda':>8} {'local':>8} "
+        f"{'lambda_hat':>16} {'rel.err':>8} {'vs.local':>8} {'step':>9} {'rhat':>5} {'time':>6}"
+    )
+    rows = []
+    for bucket in buckets:
+        for seed in seeds:
+            for name in args.configs:
+                r = run_dln(bucket, seed, name, args.chains)
+                rows.append(r)
+                local = "-" if r["local_lambda"] is None else f"{r['local_lambda']:.1f}"
+                vs = (
+                    "-"
+                    if r["local_relative_error"] is None
+                    else f"{r['local_relative_error']:+.3f}"
+                )
+                mark = " *" if r["marked"] else ""
+                print(
+                    f"{bucket:>6} {seed:>4} {name:>24} {r['true_lambda']:8.1f} {local:>8} "
+                    f"{r['llc_mean']:9.1f} ± {r['llc_stderr']:4.1f} {r['relative_error']:+8.3f} "
+                    f"{vs:>8} {r['step_size']:9.2e} {r['rhat']:5.2f} {r['time_s']:5.0f}s{mark}",
+                    flush=True,
+                )
+    summary = summarise(rows)
+    for bucket, per in summary.items():
+        print(f"~{bucket}:")
+        for name, s in per.items():
+            unmarked = s["median_abs_relative_error_unmarked"]
+            print(
+                f"  {name:>24}: |rel.err| median {s['median_abs_relative_error']:.3f} max "
+                f"{s['max_abs_relative_error']:.3f}; unmarked runs ({s['unmarked_runs']}) median "
+                f"{unmarked if unmarked is None else round(unmarked, 3)}; diverged "
+                f"{s['diverged_chains']}; not converged {s['not_converged_runs']}; "
+                f"{s['mean_time_s']:.0f}s/run"
+            )
+    path = write("samplers", {"summary": summary, "runs": rows, "gold_standard": gold})
+    if rows:
+        plot(rows, summary)
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()

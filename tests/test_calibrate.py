@@ -1,0 +1,108 @@
+"""Calibration: the grid runs as one program, the bias model is right, the rule is stated."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import llc
+from llc import calibration
+from tests._utils import dummy_data, quadratic_target
+
+N = 10_000
+NBETA = N / np.log(N)
+MU = np.array([2.0, 1.0, 0.5, 0.2, 0.1])
+
+
+def quadratic_loss(w, batch):
+    return 0.5 * jnp.sum(jnp.asarray(MU, jnp.float32) * w**2)
+
+
+def regression(n=1000):
+    x = jax.random.normal(jax.random.key(0), (n, 2))
+    y = x @ jnp.array([1.0, -1.0]) + jax.random.normal(jax.random.key(1), (n,))
+    w = jnp.linalg.lstsq(x, y)[0]
+    return (lambda p, b: 0.5 * jnp.mean((b[0] @ p - b[1]) ** 2)), w, (x, y)
+
+
+def test_grid_shape_table_and_rule():
+    loss_fn, w, data = regression()
+    cal = llc.calibrate(
+        jax.random.key(0), loss_fn, w, data, batch_size=100, localizations=[1.0, 10.0]
+    )
+    assert cal.llc_mean.shape == cal.acceptance.shape == cal.healthy.shape == (2, 8)
+    assert np.all(np.diff(cal.step_sizes) > 0)
+    g = list(cal.localizations).index(cal.recommended["localization"])
+    s = list(cal.step_sizes).index(cal.recommended["step_size"])
+    assert cal.healthy[g, s] and not cal.healthy[g, s + 1 :].any()
+    assert "largest healthy step size" in cal.rule
+    assert cal.table().count("\n") == 16 and "*healthy" in cal.table()
+    # the predicted bias grows with the step size at every localization
+    assert np.all(np.diff(cal.predicted_bias, axis=1) > 0)
+
+
+def test_predicted_bias_is_the_exact_first_order_ula_bias():
+    # Full-batch SGLD on a quadratic: E[lambda_hat](eps) is known exactly (ULA closed form),
+    # and its first-order term is eps nbeta sum(mu) / 8 for nbeta mu >> gamma. The rule's
+    # bias model must reproduce it: Hutchinson's diagonal is exact for a diagonal Hessian.
+    gamma = 1.0
+    model = calibration.curvature_model(
+        jax.random.key(0),
+        quadratic_loss,
+        jnp.zeros(5),
+        dummy_data(N),
+        nbeta=NBETA,
+        localization=gamma,
+    )
+    np.testing.assert_allclose(model.hessian_diagonal, MU, rtol=1e-5)
+    assert model.mu_max == pytest.approx(2.0, rel=1e-4)
+    for eps in (1e-5, 1e-4):
+        exact = quadratic_target(MU, NBETA, gamma, eps) - quadratic_target(MU, NBETA, gamma)
+        predicted = eps * NBETA * np.sum(model.hessian_diagonal) / 8
+        # second-order terms: relative size eps * (nbeta mu_max + gamma) / 4 <= 5.4%
+        assert predicted == pytest.approx(exact, rel=0.06)
+
+
+def test_auto_step_size_on_a_model_it_was_not_designed_on():
+    # A regular model (lambda = d/2 = 1.5 up to the localizer's exact shrinkage) that the
+    # rule's constants were not chosen on. The chosen step must have a predicted bias under
+    # 5%, and the estimate must agree with the exact quadratic expectation within its
+    # standard error plus that bias.
+    x = jax.random.normal(jax.random.key(3), (5000, 3))
+    y = x @ jnp.array([0.5, 1.0, -1.5]) + 0.5 * jax.random.normal(jax.random.key(4), (5000,))
+    w = jnp.linalg.lstsq(x, y)[0]
+
+    def loss_fn(p, b):
+        return 0.5 * jnp.mean((b[0] @ p - b[1]) ** 2)
+
+    r = llc.estimate_llc(
+        jax.random.key(5),
+        loss_fn,
+        w,
+        (x, y),
+        step_size="auto",
+        batch_size=250,
+        num_chains=8,
+        num_draws=4000,
+        num_burnin_steps=2000,
+    )
+    cal = r.calibration
+    assert r.step_size == cal.recommended["step_size"]
+    hessian = np.asarray(x.T @ x / 5000, np.float64)
+    target = quadratic_target(np.linalg.eigvalsh(hessian), r.nbeta, 1.0)
+    s = list(cal.step_sizes).index(r.step_size)
+    assert cal.predicted_bias[0, s] <= 0.05
+    allowed = 4 * r.llc_stderr + 0.05 * target
+    assert abs(r.llc_mean - target) <= allowed, (r.llc_mean, target, allowed)
+
+
+def test_calibration_checks_its_input():
+    loss_fn, w, data = regression()
+    with pytest.raises(ValueError, match="step_sizes"):
+        llc.calibrate(jax.random.key(0), loss_fn, w, data, step_sizes=[1e-3, -1.0])
+    with pytest.raises(ValueError, match="localizations"):
+        llc.calibrate(jax.random.key(0), loss_fn, w, data, localizations=[])
+    with pytest.raises(ValueError, match="max_bias"):
+        llc.calibrate(jax.random.key(0), loss_fn, w, data, max_bias=2.0)
+    with pytest.raises(ValueError, match="nuts"):
+        llc.calibrate(jax.random.key(0), loss_fn, w, data, sampler="nuts")
