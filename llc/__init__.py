@@ -1,10 +1,11 @@
 """llc: the local learning coefficient of singular learning theory, in JAX."""
 
-from llc import ground_truth, hessian, samplers, sgld
+from llc import ground_truth, hessian, plot, samplers, sgld
 from llc.calibration import CalibrationResult, calibrate
 from llc.diagnose import Diagnosis, diagnose
 from llc.estimator import LLCResult, default_nbeta, estimate_llc, llc_from_losses
 from llc.hessian import HessianSpectrum, hessian_spectrum
+from llc.models import from_linen, from_nnx
 from llc.refine import RefineResult, refine_to_minimum
 from llc.temperature import MultiTemperatureResult, estimate_llc_multitemp
 from llc.trajectory import TrajectoryResult, estimate_llc_trajectory
@@ -23,10 +24,13 @@ __all__ = [
     "estimate_llc",
     "estimate_llc_multitemp",
     "estimate_llc_trajectory",
+    "from_linen",
+    "from_nnx",
     "ground_truth",
     "hessian",
     "hessian_spectrum",
     "llc_from_losses",
+    "plot",
     "refine_to_minimum",
     "samplers",
     "sgld",

@@ -11,8 +11,12 @@ stated rule:
    ``max_i s_i (nbeta H_ii + gamma) <= 2`` (and ``step_size (nbeta mu_max + gamma) <= 2``
    for an unpreconditioned sampler; 4 is the stability limit), with ``s_i`` the per-
    coordinate step the sampler actually took; and when its predicted bias is at most
-   ``max_bias`` (5%) of its estimate in the calibration run. While the chains are still
+   ``max_bias`` (2.5%) of its estimate in the calibration run. While the chains are still
    equilibrating that estimate is low, so the relative prediction errs on the safe side.
+   The prediction is made at w*; a long run can drift into stiffer regions (on deep
+   linear networks, along the rescaling directions), where the bias is larger: on a
+   10K-parameter teacher (seed 116) the step predicted at 4.3% gave +4.3% in the
+   200-draw calibration run but +11.7% over the 10^4-step run, hence the margin.
 2. Among the localizations with a healthy setting take the smallest (a larger gamma
    shrinks the estimate), and at it the largest healthy step size: larger steps mix
    faster along the flat directions, whose slow equilibration is what dominates the
@@ -242,7 +246,7 @@ def calibrate(
     batch_size: int | None = None,
     control_variate: bool = True,
     eval_batch_size: int | None = None,
-    max_bias: float = 0.05,
+    max_bias: float = 0.025,
 ) -> CalibrationResult:
     """Run a grid of step sizes (and localizations) in one compiled call; recommend one.
 
@@ -328,7 +332,7 @@ def _check_grid(name: str, values, allow_zero: bool) -> np.ndarray:
 
 
 def calibrate_plan(
-    plan, *, step_sizes=None, localizations=None, max_bias: float = 0.05, short=False
+    plan, *, step_sizes=None, localizations=None, max_bias: float = 0.025, short=False
 ) -> CalibrationResult:
     """:func:`calibrate` for a validated :class:`llc.estimator.Plan`.
 
