@@ -73,6 +73,7 @@ class RunOutput(NamedTuple):
     scale: Array  # (chains, d): per-coordinate step (noise variance) averaged over the
     # draws; the step size everywhere for unpreconditioned samplers; or (chains, 0)
     scale_max: Array  # (chains, d): its maximum over the draws, or (chains, 0)
+    final_position: ArrayTree = ()  # each chain's last position (with record_scale), or ()
 
 
 def make_hyper(
@@ -243,6 +244,7 @@ def _run(
         jnp.moveaxis(acc, 0, 1),
         scale_sum / config.num_draws,
         scale_max,
+        carry[0].position if config.record_scale else (),
     )
 
 
