@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test test-slow lint bench clean
+.PHONY: install demo test test-slow test-notebooks notebooks bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,13 @@ demo: install
 
 test: install
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -m "not slow" llc tests README.md
+	$(PY) -m pytest -q -m "not slow and not notebook" llc tests README.md
+
+test-notebooks: install
+	$(PY) -m pytest -q -m notebook tests/test_notebooks.py
+
+notebooks: install
+	$(PY) -m tests._notebooks
 
 test-slow: install
 	$(PY) -m pytest -q -m slow tests

@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from llc import _chunks, _progress, samplers
 from llc._batching import gather, sample_indices
@@ -40,6 +41,9 @@ class RunConfig(NamedTuple):
     acceptance_every_draws: int = 0  # 0: no MALA acceptance checks
     record_scale: bool = False  # return each chain's per-coordinate step sizes (mean, max)
     blowup: float = float("inf")  # nbeta * (L - L*) above this counts as diverged
+    mesh: jax.sharding.Mesh | None = None  # shard the chains over this mesh's "chains" axis
+    chunked: bool = False  # return the final carry, so a later call can resume from it
+    progress_total: int = 0  # steps of the whole run when it is chunked (0: this call's)
 
     @property
     def total_steps(self) -> int:
@@ -74,6 +78,7 @@ class RunOutput(NamedTuple):
     # draws; the step size everywhere for unpreconditioned samplers; or (chains, 0)
     scale_max: Array  # (chains, d): its maximum over the draws, or (chains, 0)
     final_position: ArrayTree = ()  # each chain's last position (with record_scale), or ()
+    final_carry: tuple = ()  # (states, first_nonfinite_step) when config.chunked, or ()
 
 
 def make_hyper(
@@ -100,11 +105,16 @@ def _run(
     hyper: Hyper,
     direction: ArrayTree = None,
     held: tuple | None = None,
+    resume: tuple | None = None,
     *,
     loss_fn: LossFn,
     config: RunConfig,
 ) -> RunOutput:
     """Run ``config.num_chains`` chains of ``config.sampler`` from ``anchor``.
+
+    ``resume = (states, first_nonfinite_step, first_step, first_draw)`` continues a run
+    from its carry: step and draw numbers are global, so the keys, minibatches and check
+    schedules are those of one uninterrupted run.
 
     Every ``config.full_loss_every_draws``-th draw also evaluates the full-data loss of
     every chain (in chunks of ``config.eval_chunk`` rows); every
@@ -123,6 +133,7 @@ def _run(
     }
     chain_keys = jax.random.split(rng_key, config.num_chains)
     noise_keys, batch_keys = jax.vmap(jax.random.split, out_axes=1)(chain_keys)
+    noise_keys, batch_keys = _shard_chains(config.mesh, (noise_keys, batch_keys))
     minibatch = config.batch_size is not None
     if not minibatch:
         full_batch_ref = loss_fn(anchor, data)
@@ -171,7 +182,8 @@ def _run(
         first_bad = jnp.where((first_bad < 0) & bad, t, first_bad)
         if config.progress_rate:
             jax.lax.cond(
-                (t % config.progress_rate == 0) | (t == config.total_steps - 1),
+                (t % config.progress_rate == 0)
+                | (t == (config.progress_total or config.total_steps) - 1),
                 lambda: jax.debug.callback(
                     _progress.update, hyper.run_id, t, jnp.nanmean(delta), hyper.nbeta
                 ),
@@ -221,12 +233,19 @@ def _run(
         return (carry, (scale_sum, scale_max)), (delta, dist, checked, proj, acc)
 
     positions = jax.tree.map(lambda p: jnp.broadcast_to(p, (config.num_chains, *p.shape)), anchor)
-    states = jax.vmap(lambda p: sampler.init(p, hyper.options))(positions)
+    states = _shard_chains(
+        config.mesh, jax.vmap(lambda p: sampler.init(p, hyper.options))(positions)
+    )
     carry = (states, jnp.full((config.num_chains,), -1, jnp.int32))
+    first_step, first_draw = jnp.int32(0), jnp.int32(0)
+    if resume is not None:
+        carry, (first_step, first_draw) = (resume[0], resume[1]), (resume[2], resume[3])
     burn = config.num_burnin_steps
-    carry, (burnin_delta, _, _) = jax.lax.scan(step, carry, jnp.arange(burn, dtype=jnp.int32))
-    index = jnp.arange(config.num_draws, dtype=jnp.int32)
-    starts = burn + config.num_steps_bw_draws * index
+    burn_steps = first_step + jnp.arange(burn, dtype=jnp.int32)
+    carry, (burnin_delta, _, _) = jax.lax.scan(step, carry, burn_steps)
+    local = jnp.arange(config.num_draws, dtype=jnp.int32)
+    starts = first_step + burn + config.num_steps_bw_draws * local
+    index = first_draw + local
     width = sum(x.size for x in jax.tree.leaves(anchor)) if config.record_scale else 0
     dtype = burnin_delta.dtype
     zeros = jnp.zeros((config.num_chains, width), dtype)
@@ -245,7 +264,34 @@ def _run(
         scale_sum / config.num_draws,
         scale_max,
         carry[0].position if config.record_scale else (),
+        carry if config.chunked else (),
     )
+
+
+def _shard_chains(mesh, tree):
+    """Lay every leaf's leading (chain) axis over the mesh's devices; no-op without a mesh.
+
+    Each chain's computation is independent of the others, so XLA keeps every chain on
+    its device through the whole scan and the numbers are those of a single device.
+    """
+    if mesh is None:
+        return tree
+    spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("chains"))
+    return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, spec), tree)
+
+
+def chain_mesh(num_chains: int, num_devices: int | None) -> jax.sharding.Mesh | None:
+    """A one-axis mesh ("chains") over the local devices, or None for a single device.
+
+    ``num_devices=None`` takes the largest number of local devices that divides
+    ``num_chains``; an explicit number must divide it and not exceed the devices present.
+    """
+    devices = jax.local_devices()
+    if num_devices is None:
+        num_devices = max(k for k in range(1, len(devices) + 1) if num_chains % k == 0)
+    if num_devices <= 1:
+        return None
+    return jax.sharding.Mesh(np.array(devices[:num_devices]), ("chains",))
 
 
 def _step_scale(sampler, state, hyper, anchor):

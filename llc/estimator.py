@@ -206,6 +206,8 @@ def estimate_llc(
     escape_direction: ArrayTree | None = None,
     held_directions: tuple | None = None,
     acceptance_checks: int | None = None,
+    num_devices: int | None = None,
+    chunk_draws: int | None = None,
 ) -> LLCResult:
     """Estimate the local learning coefficient of ``loss_fn`` at ``params``.
 
@@ -270,6 +272,16 @@ def estimate_llc(
         acceptance_checks: how many draws per chain also compute the MALA acceptance
             of their step (two extra gradient evaluations each; default 50, 0 turns
             them off). Langevin samplers only.
+        num_devices: shard the chains over this many local devices (a mesh with one
+            "chains" axis; the data is replicated). Default: as many devices as are
+            present and divide ``num_chains`` (1 on a single device: no sharding). The
+            chains do not interact, so the result equals the single-device one for the
+            same key.
+        chunk_draws: run the draws this many at a time, each chunk one compiled call
+            driven from Python (the chains are the same as in one call): for very long
+            runs, it stops early once every chain has diverged, and Ctrl-C after the
+            first chunk returns the draws done so far (flag ``interrupted``). Default:
+            the whole run is one call.
 
     Returns:
         An :class:`LLCResult`.
@@ -313,6 +325,8 @@ def estimate_llc(
         escape_direction=escape_direction,
         held_directions=held_directions,
         acceptance_checks=acceptance_checks,
+        num_devices=num_devices,
+        chunk_draws=chunk_draws,
     )
     calibration = None
     if plan.step_size == "auto":
@@ -344,6 +358,7 @@ class Plan(NamedTuple):
     direction: ArrayTree | None
     held: tuple | None
     show_progress: bool
+    chunk_draws: int | None = None
 
 
 def make_plan(
@@ -369,6 +384,8 @@ def make_plan(
     escape_direction,
     held_directions,
     acceptance_checks,
+    num_devices=None,
+    chunk_draws=None,
 ) -> Plan:
     """Validate the arguments of :func:`estimate_llc` and evaluate ``L_n(w*)``.
 
@@ -476,6 +493,7 @@ def make_plan(
         sampler="sgld" if sampler == "nuts" else sampler,
         acceptance_every_draws=acceptance_every,
         blowup=_BLOWUP_PER_PARAM * num_params,
+        mesh=_loop.chain_mesh(num_chains, _check_devices(num_devices, num_chains)),
     )
     return Plan(
         rng_key=rng_key,
@@ -495,11 +513,18 @@ def make_plan(
         direction=direction,
         held=held,
         show_progress=_progress.enabled(progress_bar),
+        chunk_draws=None
+        if chunk_draws is None
+        else check.check_count("chunk_draws", chunk_draws, minimum=1),
     )
 
 
 def execute(plan: Plan) -> _loop.RunOutput:
-    """Run the plan's chains (one compiled program) and bring the traces to the host."""
+    """Run the plan's chains (one compiled program) and bring the traces to the host.
+
+    With ``plan.chunk_draws`` the run is a sequence of compiled chunks instead, see
+    :func:`_execute_chunks`.
+    """
     config = plan.config
     run_id = 0
     if plan.show_progress and plan.sampler != "nuts":
@@ -533,6 +558,8 @@ def execute(plan: Plan) -> _loop.RunOutput:
                 run_id,
                 plan.options,
             )
+            if plan.chunk_draws:
+                return _execute_chunks(plan, hyper, config)
             out = _loop.run_chains(
                 plan.rng_key,
                 plan.params,
@@ -547,6 +574,61 @@ def execute(plan: Plan) -> _loop.RunOutput:
     finally:
         if run_id:
             _progress.close_bar(run_id)
+
+
+def _execute_chunks(plan: Plan, hyper, config) -> _loop.RunOutput:
+    """Drive the run ``plan.chunk_draws`` draws at a time from Python.
+
+    Each chunk is one compiled call that resumes from the previous chunk's carry with
+    global step numbers, so the chains are those of an uninterrupted run. Between chunks
+    the traces move to the host; the run stops early once every chain has diverged, and a
+    ``KeyboardInterrupt`` (Ctrl-C) after the first chunk keeps the draws done so far
+    (``result.num_draws`` says how many; the flag ``interrupted`` says why).
+    """
+    total, done, resume, parts = config.num_draws, 0, None, []
+    try:
+        while done < total:
+            size = min(plan.chunk_draws, total - done)
+            chunk = config._replace(
+                num_draws=size,
+                num_burnin_steps=config.num_burnin_steps if done == 0 else 0,
+                chunked=True,
+                progress_total=config.total_steps,
+            )
+            out = _loop.run_chains(
+                plan.rng_key,
+                plan.params,
+                plan.data,
+                hyper,
+                plan.direction,
+                plan.held,
+                resume,
+                loss_fn=plan.loss_fn,
+                config=chunk,
+            )
+            states, first_bad = out.final_carry
+            done += size
+            next_step = config.num_burnin_steps + config.num_steps_bw_draws * done
+            resume = (states, first_bad, jax.numpy.int32(next_step), jax.numpy.int32(done))
+            parts.append(jax.tree.map(np.asarray, out._replace(final_carry=())))
+            if np.all(parts[-1].first_nonfinite_step >= 0):
+                break  # every chain diverged: nothing left to sample
+    except KeyboardInterrupt:
+        if not parts:
+            raise
+
+    def joined(name):
+        return np.concatenate([getattr(p, name) for p in parts], axis=1)
+
+    first = parts[0]
+    return first._replace(
+        delta=joined("delta"),
+        distance=joined("distance"),
+        first_nonfinite_step=parts[-1].first_nonfinite_step,
+        full_delta=joined("full_delta"),
+        projection=joined("projection"),
+        acceptance=joined("acceptance"),
+    )
 
 
 def assemble(
@@ -571,7 +653,7 @@ def assemble(
     nbeta = plan.nbeta if nbeta is None else nbeta
     init_loss = plan.init_loss if init_loss is None else init_loss
     config = plan.config
-    num_draws, num_burnin_steps = config.num_draws, config.num_burnin_steps
+    num_draws, num_burnin_steps = out.delta.shape[1], config.num_burnin_steps
     num_steps_bw_draws, batch_size = config.num_steps_bw_draws, config.batch_size
     every_draws = config.full_loss_every_draws
     cv = config.control_variate and batch_size is not None
@@ -626,6 +708,17 @@ def assemble(
             step_size=step_size,
             nbeta=nbeta,
             localization=localization,
+        )
+    if num_draws < config.num_draws and diverged.all():
+        evidence["diverged"] += (
+            f" Every chain had diverged, so the run stopped after {num_draws} of "
+            f"{config.num_draws} draws."
+        )
+    elif num_draws < config.num_draws:
+        flags.append("interrupted")
+        evidence["interrupted"] = (
+            f"the run was interrupted after {num_draws} of {config.num_draws} draws "
+            "(chunk_draws); the estimate uses the draws completed."
         )
     negative = np.flatnonzero(np.nan_to_num(per_chain, nan=0.0) < 0)
     if negative.size:
@@ -695,6 +788,24 @@ def assemble(
         wall_time=time.perf_counter() - t0,
         calibration=calibration,
     )
+
+
+def _check_devices(num_devices, num_chains: int) -> int | None:
+    """None, or a device count in 1..(local devices) that divides ``num_chains``."""
+    if num_devices is None:
+        return None
+    available = jax.local_device_count()
+    num_devices = check.check_count("num_devices", num_devices, minimum=1)
+    if num_devices > available:
+        msg = f"num_devices = {num_devices}, but only {available} local devices are present."
+        raise ValueError(msg)
+    if num_chains % num_devices:
+        msg = (
+            f"num_devices = {num_devices} must divide num_chains = {num_chains} (each device "
+            "runs the same number of chains); change either."
+        )
+        raise ValueError(msg)
+    return num_devices
 
 
 def _check_held(held_directions, params):
