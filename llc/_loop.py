@@ -268,6 +268,11 @@ def _run(
     )
 
 
+def stack_hypers(hypers: list[Hyper]) -> Hyper:
+    """Stack settings on a leading axis, for :func:`run_grid` or :func:`run_checkpoints`."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *hypers)
+
+
 def _shard_chains(mesh, tree):
     """Lay every leaf's leading (chain) axis over the mesh's devices; no-op without a mesh.
 

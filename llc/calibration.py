@@ -313,7 +313,6 @@ def calibrate(
         params,
         data,
         step_size="auto",
-        localization=1.0,
         nbeta=nbeta,
         sampler=sampler,
         sampler_options=sampler_options,
@@ -323,12 +322,7 @@ def calibrate(
         num_steps_bw_draws=num_steps_bw_draws,
         batch_size=batch_size,
         control_variate=control_variate,
-        progress_bar=False,
         eval_batch_size=eval_batch_size,
-        full_loss_every=None,
-        escape_direction=None,
-        held_directions=None,
-        acceptance_checks=None,
     )
     return calibrate_plan(
         plan,
@@ -410,7 +404,7 @@ def calibrate_plan(
         _loop.make_hyper(e, plan.nbeta, g, plan.init_loss, dtype, 0, plan.options)
         for g, e in settings
     ]
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *hypers)
+    stacked = _loop.stack_hypers(hypers)
     out = _loop.run_grid(
         plan.rng_key,
         plan.params,

@@ -368,28 +368,29 @@ def make_plan(
     data,
     *,
     step_size,
-    localization,
-    nbeta,
-    sampler,
-    sampler_options,
-    num_chains,
-    num_draws,
-    num_burnin_steps,
-    num_steps_bw_draws,
-    batch_size,
-    control_variate,
-    progress_bar,
-    eval_batch_size,
-    full_loss_every,
-    escape_direction,
-    held_directions,
-    acceptance_checks,
+    localization=1.0,
+    nbeta=None,
+    sampler="sgld",
+    sampler_options=None,
+    num_chains=4,
+    num_draws=1000,
+    num_burnin_steps=1000,
+    num_steps_bw_draws=1,
+    batch_size=None,
+    control_variate=True,
+    progress_bar=False,
+    eval_batch_size=None,
+    full_loss_every=None,
+    escape_direction=None,
+    held_directions=None,
+    acceptance_checks=None,
     num_devices=None,
     chunk_draws=None,
 ) -> Plan:
     """Validate the arguments of :func:`estimate_llc` and evaluate ``L_n(w*)``.
 
-    Every check runs eagerly, before anything is compiled.
+    Every check runs eagerly, before anything is compiled. The defaults are
+    :func:`estimate_llc`'s (but no progress bar).
     """
     rng_key = check.check_key(rng_key)
     check.check_callable(loss_fn)
@@ -522,8 +523,8 @@ def make_plan(
 def execute(plan: Plan) -> _loop.RunOutput:
     """Run the plan's chains (one compiled program) and bring the traces to the host.
 
-    With ``plan.chunk_draws`` the run is a sequence of compiled chunks instead, see
-    :func:`_execute_chunks`.
+    With ``plan.chunk_draws`` the run is a sequence of compiled chunks, see
+    :func:`_execute_chunks`; without, a single chunk.
     """
     config = plan.config
     run_id = 0
@@ -558,18 +559,7 @@ def execute(plan: Plan) -> _loop.RunOutput:
                 run_id,
                 plan.options,
             )
-            if plan.chunk_draws:
-                return _execute_chunks(plan, hyper, config)
-            out = _loop.run_chains(
-                plan.rng_key,
-                plan.params,
-                plan.data,
-                hyper,
-                plan.direction,
-                plan.held,
-                loss_fn=plan.loss_fn,
-                config=config,
-            )
+            return _execute_chunks(plan, hyper, config)
         return jax.tree.map(np.asarray, out)
     finally:
         if run_id:
@@ -577,7 +567,7 @@ def execute(plan: Plan) -> _loop.RunOutput:
 
 
 def _execute_chunks(plan: Plan, hyper, config) -> _loop.RunOutput:
-    """Drive the run ``plan.chunk_draws`` draws at a time from Python.
+    """Drive the run ``plan.chunk_draws`` draws at a time (default: all) from Python.
 
     Each chunk is one compiled call that resumes from the previous chunk's carry with
     global step numbers, so the chains are those of an uninterrupted run. Between chunks
@@ -588,7 +578,7 @@ def _execute_chunks(plan: Plan, hyper, config) -> _loop.RunOutput:
     total, done, resume, parts = config.num_draws, 0, None, []
     try:
         while done < total:
-            size = min(plan.chunk_draws, total - done)
+            size = min(plan.chunk_draws or total, total - done)
             chunk = config._replace(
                 num_draws=size,
                 num_burnin_steps=config.num_burnin_steps if done == 0 else 0,

@@ -140,12 +140,7 @@ def estimate_llc_multitemp(
         num_steps_bw_draws=num_steps_bw_draws,
         batch_size=batch_size,
         control_variate=control_variate,
-        progress_bar=False,
         eval_batch_size=eval_batch_size,
-        full_loss_every=None,
-        escape_direction=None,
-        held_directions=None,
-        acceptance_checks=None,
     )
     n = plan.num_data
     if nbetas is None:
@@ -170,7 +165,7 @@ def estimate_llc_multitemp(
         )
         for nb in nbetas
     ]
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *hypers)
+    stacked = _loop.stack_hypers(hypers)
     out = _loop.run_grid(
         plan.rng_key,
         plan.params,

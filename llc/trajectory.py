@@ -148,11 +148,8 @@ def estimate_llc_trajectory(
         num_steps_bw_draws=num_steps_bw_draws,
         batch_size=batch_size,
         control_variate=control_variate,
-        progress_bar=False,
         eval_batch_size=eval_batch_size,
         full_loss_every=full_loss_every,
-        escape_direction=None,
-        held_directions=None,
         acceptance_checks=acceptance_checks,
     )
     checkpoints = jax.tree.map(lambda x, p: jnp.asarray(x, p.dtype), checkpoints, plan.params)
@@ -171,7 +168,7 @@ def estimate_llc_trajectory(
         )
         for value in init_losses
     ]
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *hypers)
+    stacked = _loop.stack_hypers(hypers)
     keys = jnp.stack([plan.rng_key] * num_checkpoints)
     out = _loop.run_checkpoints(
         keys, checkpoints, plan.data, stacked, loss_fn=plan.loss_fn, config=plan.config
