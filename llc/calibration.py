@@ -62,6 +62,7 @@ __all__ = ["CalibrationResult", "CurvatureModel", "calibrate", "curvature_model"
 _GRID_FACTORS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 _RMSPROP_POINTS = 12
 _MAX_STIFFNESS = 2.0
+_MAX_WIDENINGS = 3
 _NUM_PROBES = 16
 
 
@@ -390,7 +391,8 @@ def calibrate_plan(
         batch_size=config.batch_size,
         eval_rows=plan.eval_rows,
     )
-    if step_sizes is None:
+    widen = step_sizes is None
+    if widen:
         step_sizes = default_step_sizes(
             model,
             nbeta=plan.nbeta,
@@ -398,18 +400,49 @@ def calibrate_plan(
             sampler=plan.sampler,
             options=plan.options,
         )
+    thresholds = (max_bias, min_acceptance)
+    evaluated = _evaluate_grid(plan, config, model, gammas, step_sizes, thresholds)
+    widened = 0
+    # A default grid where nothing passes (typically: no curvature at w*, so its unit
+    # 1 / (nbeta mu_max + gamma) says nothing about where the chains go) moves down by
+    # its own span, up to three times.
+    while widen and not evaluated["healthy"].any() and widened < _MAX_WIDENINGS:
+        step_sizes = step_sizes * (step_sizes[0] / step_sizes[-1])
+        evaluated = _evaluate_grid(plan, config, model, gammas, step_sizes, thresholds)
+        widened += 1
+    recommended, rule = _recommend(
+        step_sizes, gammas, evaluated["healthy"], evaluated, max_bias, min_acceptance
+    )
+    if widened:
+        rule += (
+            f" (The default grid was moved down {widened} time(s): nothing passed above "
+            f"{step_sizes[-1]:.3g}.)"
+        )
+    return CalibrationResult(
+        step_sizes=step_sizes,
+        localizations=gammas,
+        recommended=recommended,
+        rule=rule,
+        curvature=model,
+        wall_time=time.perf_counter() - t0,
+        **evaluated,
+    )
+
+
+def _evaluate_grid(plan, config, model, gammas, step_sizes, thresholds) -> dict:
+    """Run one grid (one compiled call) and judge every setting by the rule's checks."""
+    max_bias, min_acceptance = thresholds
     dtype = jnp.result_type(*jax.tree.leaves(plan.params))
     settings = [(g, e) for g in gammas for e in step_sizes]
     hypers = [
         _loop.make_hyper(e, plan.nbeta, g, plan.init_loss, dtype, 0, plan.options)
         for g, e in settings
     ]
-    stacked = _loop.stack_hypers(hypers)
     out = _loop.run_grid(
         plan.rng_key,
         plan.params,
         plan.data,
-        stacked,
+        _loop.stack_hypers(hypers),
         plan.direction,
         plan.held,
         loss_fn=plan.loss_fn,
@@ -428,16 +461,16 @@ def calibrate_plan(
         samplers.SAMPLERS["sgld"].proposal_scale,
     )
     for i, (g, e) in enumerate(settings):
+        at = (i // shape[1], i % shape[1])
         one = jax.tree.map(lambda x, i=i: x[i], out)
         r = _estimator.assemble(
             plan, one, time.perf_counter(), step_size=e, localization=g, warn=False
         )
-        results[i // shape[1]][i % shape[1]] = r
+        results[at[0]][at[1]] = r
         finite = np.all(np.isfinite(one.scale_max), axis=1) & ~r.diverged
         steps = one.scale[finite].astype(np.float64)
         if steps.size == 0:
-            bias[i // shape[1], i % shape[1]] = math.inf
-            stiffness[i // shape[1], i % shape[1]] = math.inf
+            bias[at] = stiffness[at] = math.inf
             continue
         chain = int(np.flatnonzero(finite)[0])
         where = jax.tree.map(lambda x, c=chain: x[c], one.final_position)
@@ -447,11 +480,11 @@ def calibrate_plan(
         curv = plan.nbeta * np.clip(diag, 0, None)
         noise = plan.nbeta**2 * variance
         absolute = float(np.mean(steps @ (curv + noise))) / 8
-        bias[i // shape[1], i % shape[1]] = absolute / max(abs(r.llc_mean), 1e-12)
+        bias[at] = absolute / max(abs(r.llc_mean), 1e-12)
         stiff = float(np.max(one.scale_max[finite] * (curv + g)))
         if not preconditioned:
             stiff = max(stiff, e * (plan.nbeta * model.mu_max + g))
-        stiffness[i // shape[1], i % shape[1]] = stiff
+        stiffness[at] = stiff
     grid = {
         name: np.array([[fn(r) for r in row] for row in results])
         for name, fn in {
@@ -477,23 +510,14 @@ def calibrate_plan(
                 why = f"acceptance {accept:.2f} < {min_acceptance:g}"
             reasons[g, s] = why
             healthy[g, s] = not why
-    recommended, rule = _recommend(
-        step_sizes, gammas, healthy, grid, bias, max_bias, min_acceptance
-    )
-    return CalibrationResult(
-        step_sizes=step_sizes,
-        localizations=gammas,
-        predicted_bias=bias,
-        stiffness=stiffness,
-        healthy=healthy,
-        reasons=reasons.astype(str),
-        results=results,
-        recommended=recommended,
-        rule=rule,
-        curvature=model,
-        wall_time=time.perf_counter() - t0,
+    return {
         **grid,
-    )
+        "predicted_bias": bias,
+        "stiffness": stiffness,
+        "healthy": healthy,
+        "reasons": reasons.astype(str),
+        "results": results,
+    }
 
 
 def _nanmean(x) -> float:
@@ -515,7 +539,7 @@ def _unhealthy(result) -> str:
     return ""
 
 
-def _recommend(step_sizes, gammas, healthy, grid, bias, max_bias, min_acceptance):
+def _recommend(step_sizes, gammas, healthy, grid, max_bias, min_acceptance):
     base = (
         "healthy = no divergence, lower-loss escape, negative or above-d/2 estimate in its "
         f"runs; stiffness max_i s_i (nbeta H_ii + gamma) <= {_MAX_STIFFNESS:g}; predicted "
@@ -530,7 +554,8 @@ def _recommend(step_sizes, gammas, healthy, grid, bias, max_bias, min_acceptance
             chosen = {"step_size": float(step_sizes[s]), "localization": float(gamma)}
             detail = (
                 f" Chosen: step_size {step_sizes[s]:.3g} at localization {gamma:g} "
-                f"(estimate {grid['llc_mean'][g, s]:.4g}, predicted bias {bias[g, s]:.2%})."
+                f"(estimate {grid['llc_mean'][g, s]:.4g}, predicted bias "
+                f"{grid['predicted_bias'][g, s]:.2%})."
             )
             if s + 1 < len(step_sizes):
                 detail += " The next larger step size fails the checks."

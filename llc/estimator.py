@@ -899,6 +899,7 @@ def _divergence_evidence(
         )
     return text + (
         " < 4, stable at w* itself: the chains moved into steeper regions or minibatch "
-        f"gradient noise kicked them out. Lower step_size (e.g. {0.2 / precision:.3g}) or "
+        f"gradient noise kicked them out. Lower step_size (e.g. "
+        f"{min(0.2 / precision, step_size / 10):.3g}) or "
         "raise localization or batch_size."
     )
