@@ -55,6 +55,14 @@ def hvp(loss_fn: LossFn, params: ArrayTree, batch: Batch):
 
     Returns:
         A function from a pytree shaped like ``params`` to one shaped like ``params``.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> loss_fn = lambda w, b: w["a"] ** 2 * w["b"]
+        >>> matvec = hvp(loss_fn, {"a": jnp.array(1.0), "b": jnp.array(2.0)}, None)
+        >>> out = matvec({"a": jnp.array(1.0), "b": jnp.array(0.0)})
+        >>> float(out["a"]), float(out["b"])  # H = [[2b, 2a], [2a, 0]] = [[4, 2], [2, 0]]
+        (4.0, 2.0)
     """
     grad_fn = jax.grad(lambda p: loss_fn(p, batch))
 
@@ -83,6 +91,13 @@ def largest_eigenvalue_magnitude(
 
     Returns:
         The largest Ritz value in magnitude (a scalar array).
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> loss_fn = lambda w, b: 0.5 * jnp.sum(jnp.array([3.0, -5.0, 1.0]) * w**2)
+        >>> round(float(largest_eigenvalue_magnitude(jax.random.key(0), loss_fn,
+        ...                                          jnp.zeros(3), None)), 4)
+        5.0
     """
     flat, unravel = ravel_pytree(params)
     matvec = hvp(loss_fn, params, batch)

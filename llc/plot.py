@@ -48,6 +48,14 @@ def loss_traces(result, *, ax=None, relative: bool = True):
 
     Returns:
         The figure.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp, llc
+        >>> r = llc.estimate_llc(jax.random.key(0), lambda w, b: 0.5 * jnp.sum(w**2),
+        ...                      jnp.zeros(3), jnp.zeros((100, 1)), step_size=1e-2,
+        ...                      num_chains=2, num_draws=500, num_burnin_steps=100)
+        >>> len(loss_traces(r).axes[0].lines)  # 2 per chain, L_n(w*), the mean
+        6
     """
     fig, ax = _axes(ax, (7, 3.6))
     burn = result.num_burnin_steps
@@ -102,6 +110,14 @@ def llc_per_chain(result, *, ax=None):
 
     Returns:
         The figure.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp, llc
+        >>> r = llc.estimate_llc(jax.random.key(0), lambda w, b: 0.5 * jnp.sum(w**2),
+        ...                      jnp.zeros(3), jnp.zeros((100, 1)), step_size=1e-2,
+        ...                      num_chains=3, num_draws=500, num_burnin_steps=100)
+        >>> llc_per_chain(r).axes[0].collections[0].get_offsets().shape
+        (3, 2)
     """
     fig, ax = _axes(ax, (5, 3.2))
     chains = np.arange(result.num_chains)
@@ -134,6 +150,13 @@ def calibration(cal, *, axes=None):
 
     Returns:
         The figure.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp, llc
+        >>> cal = llc.calibrate(jax.random.key(0), lambda w, b: 0.5 * jnp.sum(w**2),
+        ...                     jnp.zeros(3), jnp.zeros((100, 1)), num_draws=100)
+        >>> [ax.get_xscale() for ax in calibration(cal).axes]
+        ['log', 'log']
     """
     plt = _pyplot()
     if axes is None:
@@ -228,6 +251,15 @@ def hessian_spectrum(spectrum, *, nbeta=None, localization=None, ax=None, grid_s
 
     Returns:
         The figure.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp, llc
+        >>> loss_fn = lambda w, b: 0.5 * jnp.sum(jnp.array([1.0, 2.0, -0.1]) * w**2)
+        >>> spectrum = llc.hessian_spectrum(jax.random.key(0), loss_fn, jnp.zeros(3),
+        ...                                 jnp.zeros((10, 1)))
+        >>> fig = hessian_spectrum(spectrum, nbeta=100.0, localization=1.0)
+        >>> fig.axes[0].get_title().splitlines()[1]
+        'nβ|λ_min| = 10 vs γ = 1'
     """
     if hasattr(spectrum, "spectrum"):  # a Diagnosis
         nbeta = spectrum.nbeta if nbeta is None else nbeta
@@ -276,6 +308,14 @@ def trajectory(traj, *, steps=None, ax=None):
 
     Returns:
         The figure.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp, llc
+        >>> traj = llc.estimate_llc_trajectory(
+        ...     jax.random.key(0), lambda w, b: 0.5 * jnp.sum(w**2),
+        ...     jnp.zeros((3, 2)), jnp.zeros((100, 1)), step_size=1e-2, num_draws=200)
+        >>> trajectory(traj, steps=[0, 10, 20]).axes[0].get_xlabel()
+        'training step'
     """
     fig, ax = _axes(ax, (6, 3.6))
     x = np.arange(len(traj.llc_mean)) if steps is None else np.asarray(steps)

@@ -326,6 +326,17 @@ def log_acceptance(
     minibatch and ``q(w' | w) = N(w - s/2 grad U(w), s)``, ``s`` the step's
     per-coordinate variance. ``min(1, exp(log a))`` is the MALA acceptance probability of
     the step: near 1 the discretisation is accurate, and about 0.9 is the usual target.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> s = SAMPLERS["sgld"]
+        >>> kw = dict(step_size=1e-4, nbeta=10.0, localization=1.0, anchor=jnp.zeros(2),
+        ...           held=None, options={})
+        >>> loss_fn = lambda w, b: 0.5 * jnp.sum(w**2)
+        >>> state = s.init(jnp.array([0.1, -0.2]), {})
+        >>> new, _ = s.kernel(jax.random.key(0), state, loss_fn, None, **kw)
+        >>> float(jnp.exp(log_acceptance(s, state, new, loss_fn, None, **kw))) > 0.99
+        True
     """
     scale = sampler.proposal_scale(new_state, step_size, options)
     w, w_new = state.position, new_state.position

@@ -10,19 +10,8 @@ the temperatures are spread over ``beta* (1 +- 1/sqrt(2 log n))``. All temperatu
 as one vectorised program with common random numbers, so the slope is taken per chain and
 its spread across chains gives the standard error.
 
-Whether this closes the finite-n gap is an empirical question; ``benchmarks/samplers.py``
+Whether this closes the finite-n gap is an empirical question; ``benchmarks/multitemp.py``
 measures it against exact finite-n values (see the README).
-
-Examples:
-    >>> import jax, jax.numpy as jnp
-    >>> loss_fn = lambda w, b: 0.5 * jnp.sum(w**2)  # a regular model: lambda = d/2 = 1
-    >>> data = jnp.zeros((1000, 1))
-    >>> r = estimate_llc_multitemp(jax.random.key(0), loss_fn, jnp.zeros(2), data,
-    ...                            step_size=1e-4, localization=0.0, num_draws=10_000)
-    >>> r.nbetas.shape
-    (5,)
-    >>> abs(r.llc - 1.0) < 0.2
-    True
 """
 
 import math
@@ -119,6 +108,17 @@ def estimate_llc_multitemp(
 
     Returns:
         A :class:`MultiTemperatureResult`.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> loss_fn = lambda w, b: 0.5 * jnp.sum(w**2)  # a regular model: lambda = d/2 = 1
+        >>> data = jnp.zeros((1000, 1))
+        >>> r = estimate_llc_multitemp(jax.random.key(0), loss_fn, jnp.zeros(2), data,
+        ...                            step_size=1e-4, localization=0.0, num_draws=10_000)
+        >>> r.nbetas.shape
+        (5,)
+        >>> abs(r.llc - 1.0) < 0.2
+        True
     """
     t0 = time.perf_counter()
     if isinstance(step_size, str) or step_size is None:

@@ -1,19 +1,4 @@
-"""The LLC along a training run: every checkpoint in one compiled call.
-
-Examples:
-    Three checkpoints of a linear regression (a regular model: lambda = d/2 = 1 at each).
-
-    >>> import jax, jax.numpy as jnp
-    >>> x = jax.random.normal(jax.random.key(0), (1000, 2))
-    >>> y = x @ jnp.array([1.0, -1.0]) + jax.random.normal(jax.random.key(1), (1000,))
-    >>> loss_fn = lambda w, b: 0.5 * jnp.mean((b[0] @ w - b[1]) ** 2)
-    >>> w_star = jnp.linalg.lstsq(x, y)[0]
-    >>> checkpoints = jnp.stack([w_star, w_star + 0.001, w_star - 0.001])
-    >>> traj = estimate_llc_trajectory(jax.random.key(2), loss_fn, checkpoints, (x, y),
-    ...                                step_size=1e-4, batch_size=100, num_draws=500)
-    >>> traj.llc_mean.shape
-    (3,)
-"""
+"""The LLC along a training run: every checkpoint in one compiled call."""
 
 import time
 from typing import NamedTuple
@@ -107,6 +92,20 @@ def estimate_llc_trajectory(
 
     Raises:
         TypeError, ValueError: on bad input, before anything is compiled.
+
+    Examples:
+        Three checkpoints of a linear regression (a regular model: lambda = d/2 = 1 at each).
+
+        >>> import jax, jax.numpy as jnp
+        >>> x = jax.random.normal(jax.random.key(0), (1000, 2))
+        >>> y = x @ jnp.array([1.0, -1.0]) + jax.random.normal(jax.random.key(1), (1000,))
+        >>> loss_fn = lambda w, b: 0.5 * jnp.mean((b[0] @ w - b[1]) ** 2)
+        >>> w_star = jnp.linalg.lstsq(x, y)[0]
+        >>> checkpoints = jnp.stack([w_star, w_star + 0.001, w_star - 0.001])
+        >>> traj = estimate_llc_trajectory(jax.random.key(2), loss_fn, checkpoints, (x, y),
+        ...                                step_size=1e-4, batch_size=100, num_draws=500)
+        >>> traj.llc_mean.shape
+        (3,)
     """
     t0 = time.perf_counter()
     leaves = jax.tree.leaves(checkpoints)
