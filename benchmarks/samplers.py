@@ -169,7 +169,7 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
-def plot(rows: list[dict], summary: dict) -> None:
+def plot(rows: list[dict], summary: dict, name: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -206,7 +206,7 @@ def plot(rows: list[dict], summary: dict) -> None:
     ax.set(ylabel="seconds per run (mean, incl. calibration)", title="time")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(RESULTS / "samplers.png", dpi=120)
+    fig.savefig(RESULTS / f"{name}.png", dpi=120)
     plt.close("all")
 
 
@@ -219,6 +219,7 @@ def main() -> None:
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--quick", action="store_true", help="1K, 3 seeds, and the NUTS check")
     parser.add_argument("--skip-gold", action="store_true", help="skip the NUTS comparison")
+    parser.add_argument("--name", default="samplers", help="stem of the output files")
     args = parser.parse_args()
     buckets, seeds = args.buckets, args.seed_list or list(range(args.seeds))
     if args.quick:
@@ -269,9 +270,9 @@ def main() -> None:
                 f"{s['diverged_chains']}; not converged {s['not_converged_runs']}; "
                 f"{s['mean_time_s']:.0f}s/run"
             )
-    path = write("samplers", {"summary": summary, "runs": rows, "gold_standard": gold})
+    path = write(args.name, {"summary": summary, "runs": rows, "gold_standard": gold})
     if rows:
-        plot(rows, summary)
+        plot(rows, summary, args.name)
     print(f"written to {path}")
 
 

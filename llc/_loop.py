@@ -300,13 +300,18 @@ def chain_mesh(num_chains: int, num_devices: int | None) -> jax.sharding.Mesh | 
 
 
 def _step_scale(sampler, state, hyper, anchor):
-    """The per-coordinate step (noise variance) at ``state``, raveled.
+    """The per-coordinate effective Langevin step at ``state``, raveled.
 
-    ``step_size`` everywhere for samplers without a preconditioner.
+    The preconditioned step for RMSProp-SGLD, ``step_size`` for SGLD, and
+    ``step_size / xi`` for the momentum samplers (friction ``xi`` per step): in the
+    high-friction limit SGHMC is SGLD with that step, and at friction 1 it is SGLD
+    exactly. (At the SGLD step a friction of 0.1 gave +38% on a 10K-parameter network
+    where SGLD gave +5%.)
     """
     if sampler.proposal_scale is None:
         flat = jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(anchor)])
-        return jnp.full(flat.shape, hyper.step_size, flat.dtype)
+        step = hyper.step_size / jnp.maximum(state.friction, 1e-3)
+        return jnp.full(flat.shape, step, flat.dtype)
     scale = sampler.proposal_scale(state, hyper.step_size, hyper.options)
     return jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(scale)])
 

@@ -10,7 +10,8 @@ stated rule:
    negative per-chain estimate and no estimate above d/2; when it is stable with margin,
    ``max_i s_i (nbeta H_ii + gamma) <= 2`` (and ``step_size (nbeta mu_max + gamma) <= 2``
    for an unpreconditioned sampler; 4 is the stability limit), with ``s_i`` the per-
-   coordinate step the sampler actually took; and when its predicted bias is at most
+   coordinate effective Langevin step the sampler actually took (``step_size / xi`` for
+   the momentum samplers, xi their friction); and when its predicted bias is at most
    ``max_bias`` (2.5%) of its estimate in the calibration run (while the chains are still
    equilibrating that estimate is low, so the relative prediction errs on the safe
    side); and, for the Langevin samplers, when the MALA acceptance of its steps is at
@@ -483,7 +484,9 @@ def _evaluate_grid(plan, config, model, gammas, step_sizes, thresholds) -> dict:
         bias[at] = absolute / max(abs(r.llc_mean), 1e-12)
         stiff = float(np.max(one.scale_max[finite] * (curv + g)))
         if not preconditioned:
-            stiff = max(stiff, e * (plan.nbeta * model.mu_max + g))
+            stiff = max(
+                stiff, float(np.max(one.scale_max[finite])) * (plan.nbeta * model.mu_max + g)
+            )
         stiffness[at] = stiff
     grid = {
         name: np.array([[fn(r) for r in row] for row in results])
