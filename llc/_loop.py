@@ -147,7 +147,7 @@ def _run(
                     1.0,
                     jnp.exp(
                         samplers.log_acceptance(
-                            sampler, state, new_state, loss_fn, batch, **settings
+                            sampler, state, new_state, loss_fn, batch, info=info, **settings
                         )
                     ),
                 ),

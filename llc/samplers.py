@@ -185,7 +185,7 @@ def _rmsprop_step(
         return (w - 0.5 * s * gu + jnp.sqrt(s) * xi).astype(w.dtype)
 
     new_position = jax.tree.map(move, position, grad_u, scale, noise)
-    info = sgld.SGLDInfo(loss, jnp.sqrt(_sq_norm(displacement)))
+    info = sgld.SGLDInfo(loss, jnp.sqrt(_sq_norm(displacement)), grad_u)
     return updated._replace(position=new_position), info
 
 
@@ -319,8 +319,12 @@ def log_acceptance(
     anchor,
     held,
     options,
+    info=None,
 ) -> Array:
     """Log Metropolis-Hastings ratio of one Langevin step, as a MALA proposal on ``batch``.
+
+    ``info``, the step's own info, supplies ``L_B(w)`` and ``grad U(w)`` (the kernel
+    computed them on the same batch); without it they are recomputed.
 
     ``log a = U(w) - U(w') + log q(w | w') - log q(w' | w)`` with ``U`` on the same
     minibatch and ``q(w' | w) = N(w - s/2 grad U(w), s)``, ``s`` the step's
@@ -340,7 +344,11 @@ def log_acceptance(
     """
     scale = sampler.proposal_scale(new_state, step_size, options)
     w, w_new = state.position, new_state.position
-    loss0, _, dw0, gu0 = _grad_u(loss_fn, w, batch, nbeta, localization, anchor, held)
+    if info is not None and info.potential_grad is not None:
+        loss0, gu0 = info.loss, info.potential_grad
+        dw0 = jax.tree.map(jnp.subtract, w, anchor)
+    else:
+        loss0, _, dw0, gu0 = _grad_u(loss_fn, w, batch, nbeta, localization, anchor, held)
     loss1, _, dw1, gu1 = _grad_u(loss_fn, w_new, batch, nbeta, localization, anchor, held)
 
     def localizer(dw):

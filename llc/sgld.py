@@ -51,10 +51,14 @@ class SGLDInfo(NamedTuple):
         loss: ``L_B(w_t)``, the minibatch loss at the pre-step position (free: it comes
             out of the same ``value_and_grad`` call as the drift).
         distance: ``||w_t - w*||``, the Euclidean distance from the anchor.
+        potential_grad: ``grad U(w_t) = nbeta grad L_B(w_t) + localizer pull``, the
+            drift's gradient (reused by the MALA acceptance check); None for samplers
+            that do not provide it.
     """
 
     loss: Array
     distance: Array
+    potential_grad: ArrayTree = None
 
 
 class SamplingAlgorithm(NamedTuple):
@@ -131,12 +135,14 @@ def build_kernel():
         half_eps = 0.5 * step_size
         sqrt_eps = jnp.sqrt(step_size)
 
-        def move(w, g, pull_w, xi):
-            return (w - half_eps * (nbeta * g + pull_w) + sqrt_eps * xi).astype(w.dtype)
+        grad_u = jax.tree.map(lambda g, pull_w: nbeta * g + pull_w, grad, pull)
 
-        new_position = jax.tree.map(move, position, grad, pull, noise)
+        def move(w, gu, xi):
+            return (w - half_eps * gu + sqrt_eps * xi).astype(w.dtype)
+
+        new_position = jax.tree.map(move, position, grad_u, noise)
         sq = sum(jnp.sum(jnp.square(dw)) for dw in jax.tree.leaves(displacement))
-        return SGLDState(new_position), SGLDInfo(loss, jnp.sqrt(sq))
+        return SGLDState(new_position), SGLDInfo(loss, jnp.sqrt(sq), grad_u)
 
     return kernel
 
