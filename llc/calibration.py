@@ -103,6 +103,8 @@ class CalibrationResult(NamedTuple):
         results: ``results[g][s]``, the full :class:`llc.LLCResult` of each setting.
         recommended: ``{"step_size": ..., "localization": ...}`` chosen by the rule.
         rule: the rule, in words, with the numbers that decided it.
+        max_bias: the predicted-bias limit the rule used.
+        min_acceptance: the MALA acceptance floor the rule used.
         curvature: the :class:`CurvatureModel` at w*.
         wall_time: seconds for the whole calibration.
     """
@@ -122,6 +124,8 @@ class CalibrationResult(NamedTuple):
     results: list
     recommended: dict
     rule: str
+    max_bias: float
+    min_acceptance: float
     curvature: CurvatureModel
     wall_time: float
 
@@ -424,6 +428,8 @@ def calibrate_plan(
         localizations=gammas,
         recommended=recommended,
         rule=rule,
+        max_bias=max_bias,
+        min_acceptance=min_acceptance,
         curvature=model,
         wall_time=time.perf_counter() - t0,
         **evaluated,

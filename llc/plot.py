@@ -220,18 +220,10 @@ def calibration(cal, *, axes=None):
         ylabel="%",
         title="predicted step-size bias",
     )
-    ax_bias.axhline(100 * _max_bias(cal), color="k", ls="--", lw=1)
+    ax_bias.axhline(100 * cal.max_bias, color="k", ls="--", lw=1)
     ax_bias.legend(fontsize=7)
     fig.tight_layout()
     return fig
-
-
-def _max_bias(cal) -> float:
-    """The bias limit the rule used, read back from its text (default 2.5%)."""
-    import re
-
-    match = re.search(r"bias <= ([0-9.]+)%", cal.rule)
-    return float(match.group(1)) / 100 if match else 0.025
 
 
 def hessian_spectrum(spectrum, *, nbeta=None, localization=None, ax=None, grid_size=400):
