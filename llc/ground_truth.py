@@ -32,6 +32,7 @@ __all__ = [
     "product_rank",
     "dln_hessian_rank",
     "dln_local_learning_coefficient",
+    "dln_minimal_point",
     "make_dln_problem",
     "make_dln_bucket_problem",
     "dln_recipe",
@@ -275,6 +276,59 @@ def dln_local_learning_coefficient(matrices: Sequence, rtol: float = 1e-5) -> Fr
     return Fraction(rank, 2) if rank == generic else None
 
 
+def dln_minimal_point(matrices: Sequence, rtol: float = 1e-5) -> tuple[np.ndarray, ...]:
+    """The most singular factorisation of a deep linear network's end-to-end map.
+
+    Keeps the network's function ``x -> x W_1 ... W_L`` (rank ``r``) and removes from
+    every layer what does not carry it: with ``A_0`` the ``r``-dimensional input
+    subspace the map sees (the column space of the product) and
+    ``A_s = x-image of A_0 after s layers``, layer ``s`` becomes
+    ``Pi_{A_(s-1)} W_s``. Every layer then has rank exactly ``r`` and maps ``A_(s-1)``
+    onto ``A_s``, with kernel the orthogonal complement.
+
+    Why this point: every factorisation of a rank-``r`` map whose layers all have rank
+    ``r`` is carried to every other one by loss-preserving symmetries
+    (``W_s -> g_(s-1)^(-1) W_s g_s`` inside, changes of basis of input and output, which
+    change ``K`` only up to equivalence), so they share one local learning coefficient;
+    and it is about such a point that Aoyagi's analysis reduces the rank-``r`` network
+    to a rank-0 one with widths ``H_j - r`` plus ``r (H_in + H_out) - r^2`` regular
+    directions. The LLC *at* this point is therefore Aoyagi's lambda, the global
+    coefficient, whereas a generic teacher can have a larger one
+    (:func:`dln_local_learning_coefficient`). Consistently, the Hessian rank here is
+    ``r (H_in + H_out) - r^2`` (tested): half of it is the first term of Aoyagi's
+    formula, and the rest of lambda comes from the degenerate directions.
+
+    Args:
+        matrices: the weights ``W_1, ..., W_L`` (``x @ W`` convention).
+        rtol: relative singular-value threshold for the rank (see :func:`product_rank`).
+
+    Returns:
+        The new weights, float64, same shapes, same product (to rounding).
+
+    Examples:
+        >>> import numpy as np
+        >>> w1 = np.diag([1.0, 2.0, 3.0])  # full rank, but the next layer uses one unit
+        >>> w2 = np.array([[1.0], [0.0], [0.0]])
+        >>> m1, m2 = dln_minimal_point([w1, w2])
+        >>> [int(np.linalg.matrix_rank(m)) for m in (m1, m2)], np.allclose(m1 @ m2, w1 @ w2)
+        ([1, 1], True)
+    """
+    mats = [np.asarray(w, np.float64) for w in matrices]
+    rank = product_rank(mats, rtol)
+    product = mats[0]
+    for w in mats[1:]:
+        product = product @ w
+    if rank == 0:
+        return tuple(np.zeros_like(w) for w in mats)
+    basis = np.linalg.svd(product, full_matrices=False)[0][:, :rank]  # orthonormal A_0
+    out = []
+    for w in mats:
+        out.append(basis @ (basis.T @ w))
+        image = basis.T @ w  # r x H_(s+1), rank r: the signal goes through every layer
+        basis = np.linalg.svd(image.T, full_matrices=False)[0][:, :rank]
+    return tuple(out)
+
+
 # --------------------------------------------------------------------------- problems
 
 
@@ -295,7 +349,8 @@ class Problem(NamedTuple):
             ``max(true_lambda, hessian_rank / 2)`` for deep linear networks (the global
             coefficient never exceeds a local one; the splitting lemma gives the rest).
         local_lambda: the exact LLC at ``params`` when known (a Morse-Bott point, see
-            :func:`dln_local_learning_coefficient`), else None. For deep linear
+            :func:`dln_local_learning_coefficient`, or a minimal point, see
+            :func:`dln_minimal_point`), else None. For deep linear
             networks ``true_lambda`` is Aoyagi's global value, which a generic teacher
             can exceed locally.
     """
@@ -346,13 +401,14 @@ def make_dln_problem(
     num_data: int = 100_000,
     prop_rank_reduce: float = 0.5,
     input_range: float = 10.0,
+    point: str = "teacher",
 ) -> Problem:
     """A deep linear network teacher in the set-up of Furman & Lau.
 
     Each weight matrix gets Haiku's default init; with probability
     ``prop_rank_reduce`` its rank is reduced by a uniform random amount (SVD
     truncation). Inputs are ``Uniform[-input_range, input_range]``, targets are the
-    teacher's noise-free outputs, and the loss is the MSE (mean over samples and
+    network's noise-free outputs, and the loss is the MSE (mean over samples and
     outputs), so ``L_n(w*) = 0``. The true lambda uses the realised rank of the product.
 
     Args:
@@ -361,16 +417,32 @@ def make_dln_problem(
         num_data: n.
         prop_rank_reduce: probability that a layer is rank-reduced.
         input_range: half-width of the input distribution.
+        point: where the LLC is to be estimated. ``"teacher"`` (Furman & Lau): the
+            random teacher itself, whose local coefficient can exceed Aoyagi's lambda
+            (``lambda_lower_bound``, ``local_lambda``). ``"minimal"``: the same
+            function factorised with every layer of rank ``r``
+            (:func:`dln_minimal_point`), where the LLC is Aoyagi's lambda exactly
+            (``local_lambda == true_lambda``). The architecture, the data and the
+            function are the same for both.
 
     Returns:
         A :class:`Problem` with ``params`` a tuple of float32 matrices (``x @ W``).
+
+    Raises:
+        ValueError: for an unknown ``point``.
 
     Examples:
         >>> p = make_dln_problem([3, 4, 2], seed=0, num_data=100, prop_rank_reduce=0.0)
         >>> p.rank, p.num_params, p.true_lambda
         (2, 20, Fraction(3, 1))
+        >>> q = make_dln_problem([6, 5, 4], seed=1, num_data=100, point="minimal")
+        >>> q.local_lambda == q.true_lambda
+        True
     """
     widths = tuple(check_count("each width", h, minimum=1) for h in widths)
+    if point not in ("teacher", "minimal"):
+        msg = f"point must be 'teacher' or 'minimal'; got {point!r}."
+        raise ValueError(msg)
     rng = np.random.default_rng(seed)
     layers = []
     for fan_in, fan_out in itertools.pairwise(widths):
@@ -379,6 +451,8 @@ def make_dln_problem(
             w = _reduce_rank(rng, w)
         layers.append(w.astype(np.float32))
     rank = product_rank(layers)
+    if point == "minimal":
+        layers = [w.astype(np.float32) for w in dln_minimal_point(layers)]
     lam, mult = dln_learning_coefficient(widths, rank)
     x = rng.uniform(-input_range, input_range, (num_data, widths[0])).astype(np.float32)
     y = x.astype(np.float64)
@@ -386,10 +460,10 @@ def make_dln_problem(
         y = y @ w.astype(np.float64)
     params = tuple(jnp.asarray(w) for w in layers)
     data = (jnp.asarray(x), jnp.asarray(y.astype(np.float32)))
-    name = f"DLN {list(widths)} rank {rank}"
+    name = f"DLN {list(widths)} rank {rank}" + (" (minimal point)" if point == "minimal" else "")
     d = sum(w.size for w in layers)
     bound = max(lam, Fraction(dln_hessian_rank(layers), 2))
-    local = dln_local_learning_coefficient(layers)
+    local = lam if point == "minimal" else dln_local_learning_coefficient(layers)
     return Problem(name, params, _linear_chain_mse, data, lam, mult, d, rank, widths, bound, local)
 
 
@@ -413,13 +487,16 @@ DLN_BUCKETS = {
 """Furman & Lau's buckets (slt-reference.md, section 5.1)."""
 
 
-def make_dln_bucket_problem(bucket: str, seed: int, *, num_data: int | None = None) -> Problem:
+def make_dln_bucket_problem(
+    bucket: str, seed: int, *, num_data: int | None = None, point: str = "teacher"
+) -> Problem:
     """A random DLN from a Furman & Lau size bucket: depth and widths drawn from ``seed``.
 
     Args:
         bucket: one of ``DLN_BUCKETS`` ("1K", "10K", "100K", "1M").
         seed: seed of the architecture, the teacher and the data.
         num_data: n (default: the bucket's).
+        point: ``"teacher"`` or ``"minimal"`` (see :func:`make_dln_problem`).
 
     Returns:
         A :class:`Problem`.
@@ -436,7 +513,7 @@ def make_dln_bucket_problem(bucket: str, seed: int, *, num_data: int | None = No
     rng = np.random.default_rng([seed, 7919])
     depth = int(rng.integers(spec.matrices[0], spec.matrices[1] + 1))
     widths = [int(v) for v in rng.integers(spec.widths[0], spec.widths[1] + 1, depth + 1)]
-    return make_dln_problem(widths, seed=seed, num_data=num_data or spec.num_data)
+    return make_dln_problem(widths, seed=seed, num_data=num_data or spec.num_data, point=point)
 
 
 def dln_recipe(bucket: str) -> dict:

@@ -266,3 +266,40 @@ def test_dln_problem_carries_local_bounds():
     p = gt.make_dln_bucket_problem("1K", 1, num_data=10)
     assert p.lambda_lower_bound == max(p.true_lambda, F(gt.dln_hessian_rank(p.params), 2))
     assert p.local_lambda is None or p.local_lambda == p.lambda_lower_bound
+
+
+def test_minimal_point_keeps_the_function_with_every_layer_at_the_product_rank():
+    rng = np.random.default_rng(11)
+    for _ in range(12):
+        widths = [int(h) for h in rng.integers(1, 8, rng.integers(3, 6))]
+        mats = [
+            _exact_rank_matrix(rng, (a, b), int(rng.integers(0, min(a, b) + 1)))
+            for a, b in itertools.pairwise(widths)
+        ]
+        r = gt.product_rank(mats)
+        low = gt.dln_minimal_point(mats)
+        assert [m.shape for m in low] == [m.shape for m in mats]
+        np.testing.assert_allclose(
+            np.linalg.multi_dot(low), np.linalg.multi_dot(mats), atol=1e-9, rtol=1e-9
+        )
+        assert [gt.product_rank([m]) for m in low] == [r] * len(low), widths
+        # Hessian rank = dim of the rank-r matrices: the first term of Aoyagi's formula.
+        first_term = r * (widths[0] + widths[-1]) - r * r
+        assert gt.dln_hessian_rank(low) == _jacobian_rank(low) == first_term, widths
+        assert F(first_term, 2) <= gt.dln_learning_coefficient(widths, r)[0]
+        again = gt.dln_minimal_point(low)  # already minimal: unchanged
+        for a, b in zip(again, low, strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-9)
+
+
+def test_minimal_point_problem_targets_aoyagis_lambda():
+    teacher = gt.make_dln_bucket_problem("1K", 2, num_data=300)
+    low = gt.make_dln_bucket_problem("1K", 2, num_data=300, point="minimal")
+    assert teacher.lambda_lower_bound > teacher.true_lambda  # the teacher's LLC exceeds it
+    assert low.widths == teacher.widths and low.rank == teacher.rank
+    assert low.local_lambda == low.lambda_lower_bound == low.true_lambda == teacher.true_lambda
+    np.testing.assert_array_equal(low.data[0], teacher.data[0])
+    np.testing.assert_allclose(low.data[1], teacher.data[1], rtol=1e-4, atol=1e-4)
+    assert float(low.loss_fn(low.params, low.data)) < 1e-8
+    with pytest.raises(ValueError, match="point must be 'teacher' or 'minimal'"):
+        gt.make_dln_problem([3, 2], point="saddle")
