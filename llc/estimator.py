@@ -23,6 +23,8 @@ _DEFAULT_EVAL_ROWS = 8192
 _RHAT_LIMIT = 1.05
 _DEFAULT_ACCEPTANCE_CHECKS = 50
 _BLOWUP_PER_PARAM = 1e4
+_RISE_T = 3.0  # not_stationary: the rise must exceed this many standard errors ...
+_RISE_REL = 0.02  # ... and this fraction of the estimate
 
 
 class LLCResult(NamedTuple):
@@ -665,6 +667,11 @@ def assemble(
 
     escape = _escapes(out, nbeta, num_burnin_steps, num_steps_bw_draws, diverged)
     rhat, ess = _convergence(delta[~diverged])
+    rise = _rise(
+        out.burnin_delta[~diverged].astype(np.float64) * nbeta,
+        delta[~diverged] * nbeta,
+        num_steps_bw_draws,
+    )
     flags, evidence = [], {}
     if rhat > _RHAT_LIMIT:
         flags.append("not_converged")
@@ -672,6 +679,23 @@ def assemble(
             f"R-hat of the loss traces is {rhat:.3f} > {_RHAT_LIMIT} (bulk ESS {ess:.0f} of "
             f"{delta[~diverged].size} draws): the chains disagree, so they have not reached the "
             "same distribution. Run longer (more burn-in), or check the step size."
+        )
+    if (
+        rise is not None
+        and llc_mean != 0
+        and rise[0] > _RISE_T * rise[1]
+        and rise[0] > _RISE_REL * abs(llc_mean)
+    ):
+        flags.append("not_stationary")
+        evidence["not_stationary"] = (
+            f"the estimate was still rising: over the {rise[2]} the chains' mean of "
+            f"nbeta * (L - L*) went up by {rise[0]:.4g} ({100 * rise[0] / abs(llc_mean):.1f}% of "
+            f"llc_mean, {rise[0] / max(rise[1], 1e-300):.1f} standard errors across chains). "
+            "The chains "
+            "are still spreading from w* (typically along flat, degenerate directions), so "
+            "llc_mean is a transient and most likely an underestimate, even when R-hat is "
+            "fine (all chains can drift alike). Run longer: more burn-in steps, or a larger "
+            "step size if the step-size bias allows (llc.calibrate)."
         )
     if escape["escaped"].any():
         flags.append("lower_loss_escape")
@@ -842,6 +866,32 @@ def _convergence(trace: np.ndarray) -> tuple[float, float]:
         return math.nan, math.nan
     x = jax.numpy.asarray(trace, jax.numpy.float32)
     return float(blackjax_diagnostics.rhat(x)), float(blackjax_diagnostics.ess_bulk(x))
+
+
+def _rise(burnin: np.ndarray, draws: np.ndarray, steps_bw_draws: int):
+    """How much the chains' mean of ``nbeta (L - L*)`` rose between two equal windows.
+
+    The later window is the draws, the earlier one the same number of steps at the end
+    of the burn-in (every burn-in step is recorded); if the burn-in is shorter than the
+    draws, the two halves of the draws. Returns ``(rise, stderr, description)``, the
+    mean over chains of each chain's rise and its standard error across chains, or None
+    with fewer than two chains or too few draws.
+    """
+    chains, num_draws = draws.shape
+    if chains < 2 or num_draws < 8 or not np.all(np.isfinite(draws)):
+        return None
+    span = num_draws * steps_bw_draws
+    if burnin.shape[1] >= span:
+        later, earlier = draws.mean(axis=1), burnin[:, -span:].mean(axis=1)
+        where = f"last {span} burn-in steps to the draws"
+    else:
+        half = num_draws // 2
+        later, earlier = draws[:, half:].mean(axis=1), draws[:, :half].mean(axis=1)
+        where = "first to the second half of the draws"
+    if not np.all(np.isfinite(earlier)):
+        return None
+    diff = later - earlier
+    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(chains)), where
 
 
 def _escapes(out, nbeta, burnin, steps_bw_draws, diverged) -> dict:

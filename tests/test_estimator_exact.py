@@ -203,3 +203,54 @@ def test_loss_scale_invariance_is_exact():
         **kwargs,
     )
     np.testing.assert_allclose(a.llc_per_chain, b.llc_per_chain, rtol=1e-5)
+
+
+def _transient_mean(mu, nbeta, gamma, eps, steps):
+    """E[nbeta L(w_t)] for full-batch SGLD from w_t = 0 on 0.5 sum mu w^2 (Lau eps)."""
+    p = nbeta * np.asarray(mu, np.float64) + gamma
+    a2 = (1 - eps * p / 2) ** 2
+    t = np.arange(steps)[:, None]
+    var = eps * (1 - a2**t) / (1 - a2)
+    return (0.5 * nbeta * mu * var).sum(axis=1)
+
+
+def test_a_rising_estimate_is_flagged_not_stationary_with_the_exact_rise():
+    # No burn-in and a relaxation time (1 / (eps p) = 460 steps) comparable to the run:
+    # the loss climbs from 0 towards its stationary mean through the draws, so the two
+    # halves of the draws differ by the exact transient, which the flag must report.
+    mu, eps, draws = np.ones(5), 2e-6, 1000
+    r = llc.estimate_llc(
+        jax.random.key(3),
+        quadratic_loss(mu),
+        jnp.zeros(5),
+        dummy_data(N),
+        step_size=eps,
+        localization=1.0,
+        num_chains=32,
+        num_draws=draws,
+        num_burnin_steps=0,
+    )
+    assert "not_stationary" in r.flags and "still rising" in r.evidence["not_stationary"]
+    assert r.llc_mean < quadratic_target(mu, NBETA, 1.0)  # a transient underestimate
+    expected = _transient_mean(mu, NBETA, 1.0, eps, draws)
+    exact_rise = expected[draws // 2 :].mean() - expected[: draws // 2].mean()
+    traces = NBETA * (r.loss_trace - r.init_loss)
+    rise = traces[:, draws // 2 :].mean(axis=1) - traces[:, : draws // 2].mean(axis=1)
+    se = rise.std(ddof=1) / np.sqrt(rise.size)
+    assert abs(rise.mean() - exact_rise) < 4 * se, (rise.mean(), exact_rise, se)
+
+
+def test_a_stationary_run_is_not_flagged_not_stationary():
+    # Same model, burn-in of 50 relaxation times (1 / (eps p) = 92 steps): stationary.
+    r = llc.estimate_llc(
+        jax.random.key(4),
+        quadratic_loss(np.ones(5)),
+        jnp.zeros(5),
+        dummy_data(N),
+        step_size=1e-5,
+        localization=1.0,
+        num_chains=16,
+        num_draws=4000,
+        num_burnin_steps=5000,
+    )
+    assert "not_stationary" not in r.flags, r.evidence
