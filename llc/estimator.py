@@ -25,6 +25,7 @@ _DEFAULT_ACCEPTANCE_CHECKS = 50
 _BLOWUP_PER_PARAM = 1e4
 _RISE_T = 3.0  # not_stationary: the rise must exceed this many standard errors ...
 _RISE_REL = 0.02  # ... and this fraction of the estimate
+_AUTO_BURNIN_WINDOWS = 128  # num_burnin_steps="auto": default cap, in windows of the draws
 
 
 class LLCResult(NamedTuple):
@@ -198,7 +199,7 @@ def estimate_llc(
     sampler_options: dict | None = None,
     num_chains: int = 4,
     num_draws: int = 1000,
-    num_burnin_steps: int = 1000,
+    num_burnin_steps: int | str = 1000,
     num_steps_bw_draws: int = 1,
     batch_size: int | None = None,
     control_variate: bool = True,
@@ -210,6 +211,7 @@ def estimate_llc(
     acceptance_checks: int | None = None,
     num_devices: int | None = None,
     chunk_draws: int | None = None,
+    max_burnin_steps: int | None = None,
 ) -> LLCResult:
     """Estimate the local learning coefficient of ``loss_fn`` at ``params``.
 
@@ -244,7 +246,16 @@ def estimate_llc(
             ``{"diffusion": 0.1}`` for ``"sgnht"``.
         num_chains: independent chains (own noise and own minibatch sequence each).
         num_draws: draws per chain used for the estimate.
-        num_burnin_steps: SGLD steps per chain before the first draw, discarded.
+        num_burnin_steps: SGLD steps per chain before the first draw, discarded; or
+            ``"auto"``: burn in until the chains stop rising. The burn-in then runs in
+            windows of ``W = num_draws * num_steps_bw_draws`` steps and stops at the
+            first ``T = 2W, 4W, 8W, ...`` where the mean of ``nbeta (L - L*)`` over the
+            last window no longer exceeds that over the window ending at ``T / 2`` (the
+            test of the ``not_stationary`` flag: by 3 standard errors across chains and
+            2% of it), or at ``max_burnin_steps``. Comparing with the window at half the
+            time, not the previous one, keeps a slow, diffusive approach (along flat
+            directions) from passing for stationarity. ``result.num_burnin_steps`` says
+            how many steps were run. Not for ``sampler="nuts"``.
         num_steps_bw_draws: SGLD steps per draw (thinning).
         batch_size: minibatch size in 1..n, or None for full-batch SGLD. Each chain
             draws its own batch of uniform random indices at every step, independent
@@ -284,6 +295,8 @@ def estimate_llc(
             runs, it stops early once every chain has diverged, and Ctrl-C after the
             first chunk returns the draws done so far (flag ``interrupted``). Default:
             the whole run is one call.
+        max_burnin_steps: the most burn-in steps ``num_burnin_steps="auto"`` may run
+            (default ``128 W``); ignored otherwise.
 
     Returns:
         An :class:`LLCResult`.
@@ -329,6 +342,7 @@ def estimate_llc(
         acceptance_checks=acceptance_checks,
         num_devices=num_devices,
         chunk_draws=chunk_draws,
+        max_burnin_steps=_auto_burnin_cap(num_burnin_steps, max_burnin_steps),
     )
     calibration = None
     if plan.step_size == "auto":
@@ -337,6 +351,9 @@ def estimate_llc(
         calibration = calibrate_plan(plan, short=True)
         plan = plan._replace(step_size=calibration.recommended["step_size"])
     out = execute(plan)
+    if plan.max_burnin_steps:  # the burn-in that "auto" ran
+        config = plan.config._replace(num_burnin_steps=out.burnin_delta.shape[1])
+        plan = plan._replace(config=config)
     return assemble(plan, out, t0, calibration=calibration)
 
 
@@ -361,6 +378,7 @@ class Plan(NamedTuple):
     held: tuple | None
     show_progress: bool
     chunk_draws: int | None = None
+    max_burnin_steps: int = 0  # > 0: num_burnin_steps="auto", config's is one window
 
 
 def make_plan(
@@ -388,11 +406,14 @@ def make_plan(
     acceptance_checks=None,
     num_devices=None,
     chunk_draws=None,
+    max_burnin_steps=None,
 ) -> Plan:
     """Validate the arguments of :func:`estimate_llc` and evaluate ``L_n(w*)``.
 
     Every check runs eagerly, before anything is compiled. The defaults are
-    :func:`estimate_llc`'s (but no progress bar).
+    :func:`estimate_llc`'s (but no progress bar). ``num_burnin_steps="auto"`` is only
+    accepted from :func:`estimate_llc` (which passes ``max_burnin_steps``, None meaning
+    its default as 0).
     """
     rng_key = check.check_key(rng_key)
     check.check_callable(loss_fn)
@@ -441,8 +462,24 @@ def make_plan(
     nbeta = check.check_real("nbeta", nbeta, allow_zero=False)
     num_chains = check.check_count("num_chains", num_chains, minimum=1)
     num_draws = check.check_count("num_draws", num_draws, minimum=1)
-    num_burnin_steps = check.check_count("num_burnin_steps", num_burnin_steps, minimum=0)
     num_steps_bw_draws = check.check_count("num_steps_bw_draws", num_steps_bw_draws, minimum=1)
+    window, max_burnin = num_draws * num_steps_bw_draws, 0
+    if isinstance(num_burnin_steps, str):
+        if num_burnin_steps != "auto" or max_burnin_steps is None:
+            msg = (
+                f"num_burnin_steps must be a count >= 0 or 'auto' (estimate_llc only); got "
+                f"{num_burnin_steps!r}."
+            )
+            raise ValueError(msg)
+        if sampler == "nuts":
+            msg = "num_burnin_steps='auto' is for the SGMCMC samplers; NUTS adapts in warmup."
+            raise ValueError(msg)
+        if num_chains < 2:
+            msg = "num_burnin_steps='auto' compares chains: it needs num_chains >= 2."
+            raise ValueError(msg)
+        max_burnin = max_burnin_steps or _AUTO_BURNIN_WINDOWS * window
+        num_burnin_steps = window  # the first window; more follow in execute()
+    num_burnin_steps = check.check_count("num_burnin_steps", num_burnin_steps, minimum=0)
     eval_rows = max(batch_size or 0, _DEFAULT_EVAL_ROWS)
     if eval_batch_size is not None:
         eval_rows = check.check_count("eval_batch_size", eval_batch_size, minimum=1)
@@ -519,6 +556,7 @@ def make_plan(
         chunk_draws=None
         if chunk_draws is None
         else check.check_count("chunk_draws", chunk_draws, minimum=1),
+        max_burnin_steps=max_burnin,
     )
 
 
@@ -531,8 +569,9 @@ def execute(plan: Plan) -> _loop.RunOutput:
     config = plan.config
     run_id = 0
     if plan.show_progress and plan.sampler != "nuts":
-        config = config._replace(progress_rate=_progress.rate(config.total_steps))
-        run_id = _progress.open_bar(config.total_steps, plan.sampler.upper())
+        total = config.total_steps + max(0, plan.max_burnin_steps - config.num_burnin_steps)
+        config = config._replace(progress_rate=_progress.rate(total))
+        run_id = _progress.open_bar(total, plan.sampler.upper())
     dtype = jax.numpy.result_type(*jax.tree.leaves(plan.params))
     try:
         if plan.sampler == "nuts":
@@ -561,6 +600,8 @@ def execute(plan: Plan) -> _loop.RunOutput:
                 run_id,
                 plan.options,
             )
+            if plan.max_burnin_steps:
+                return _execute_chunks(plan, hyper, *_auto_burnin(plan, hyper, config))
             return _execute_chunks(plan, hyper, config)
         return jax.tree.map(np.asarray, out)
     finally:
@@ -568,22 +609,74 @@ def execute(plan: Plan) -> _loop.RunOutput:
             _progress.close_bar(run_id)
 
 
-def _execute_chunks(plan: Plan, hyper, config) -> _loop.RunOutput:
+def _auto_burnin(plan: Plan, hyper, config):
+    """``num_burnin_steps="auto"``: burn in window by window until the chains stop rising.
+
+    Each window (``config.num_burnin_steps`` steps, the span of the draws) is one
+    compiled call resuming the last one's carry, so the chains are those of one
+    uninterrupted run. At ``T = 2W, 4W, ...`` (and at the cap) the last window is
+    compared with the window ending at ``T / 2`` by :func:`_rise`; the burn-in stops at
+    the first ``T`` where it no longer rises, or at ``plan.max_burnin_steps``.
+
+    Returns:
+        ``(config, resume, burnin_delta)`` for :func:`_execute_chunks`: the config with
+        the burn-in actually run, the carry to resume from, and the host burn-in trace.
+    """
+    window = config.num_burnin_steps
+    cap = max(plan.max_burnin_steps, window)
+    total = cap + config.num_draws * config.num_steps_bw_draws
+    chunk = config._replace(num_draws=0, chunked=True, progress_total=total)
+    resume, parts, steps, check_at = None, [], 0, 2 * window
+    while steps < cap:
+        size = min(window, cap - steps)
+        out = _loop.run_chains(
+            plan.rng_key,
+            plan.params,
+            plan.data,
+            hyper,
+            plan.direction,
+            plan.held,
+            resume,
+            loss_fn=plan.loss_fn,
+            config=chunk._replace(num_burnin_steps=size),
+        )
+        states, first_bad = out.final_carry
+        steps += size
+        resume = (states, first_bad, jax.numpy.int32(steps), jax.numpy.int32(0))
+        parts.append(np.asarray(out.burnin_delta))
+        alive = np.asarray(first_bad) < 0
+        if not alive.any():
+            break  # every chain diverged: the draws will say so
+        if steps >= check_at or steps >= cap:
+            trace = np.concatenate(parts, axis=1)[alive].astype(np.float64) * plan.nbeta
+            half = steps // 2
+            rise = _rise(trace[:, max(0, half - window) : half], trace[:, -window:], 1)
+            level = float(np.mean(trace[:, -window:]))
+            if rise is None or not _rising(rise, level):
+                break
+            check_at *= 2
+    burnin = np.concatenate(parts, axis=1) if parts else np.zeros((config.num_chains, 0))
+    return config._replace(num_burnin_steps=steps), resume, burnin
+
+
+def _execute_chunks(plan: Plan, hyper, config, resume=None, burnin=None) -> _loop.RunOutput:
     """Drive the run ``plan.chunk_draws`` draws at a time (default: all) from Python.
 
     Each chunk is one compiled call that resumes from the previous chunk's carry with
     global step numbers, so the chains are those of an uninterrupted run. Between chunks
     the traces move to the host; the run stops early once every chain has diverged, and a
     ``KeyboardInterrupt`` (Ctrl-C) after the first chunk keeps the draws done so far
-    (``result.num_draws`` says how many; the flag ``interrupted`` says why).
+    (``result.num_draws`` says how many; the flag ``interrupted`` says why). With
+    ``resume`` (from :func:`_auto_burnin`) the burn-in is done already and ``burnin`` is
+    its trace.
     """
-    total, done, resume, parts = config.num_draws, 0, None, []
+    total, done, parts = config.num_draws, 0, []
     try:
         while done < total:
             size = min(plan.chunk_draws or total, total - done)
             chunk = config._replace(
                 num_draws=size,
-                num_burnin_steps=config.num_burnin_steps if done == 0 else 0,
+                num_burnin_steps=config.num_burnin_steps if done == 0 and resume is None else 0,
                 chunked=True,
                 progress_total=config.total_steps,
             )
@@ -614,6 +707,7 @@ def _execute_chunks(plan: Plan, hyper, config) -> _loop.RunOutput:
 
     first = parts[0]
     return first._replace(
+        burnin_delta=first.burnin_delta if burnin is None else burnin.astype(first.delta.dtype),
         delta=joined("delta"),
         distance=joined("distance"),
         first_nonfinite_step=parts[-1].first_nonfinite_step,
@@ -680,12 +774,7 @@ def assemble(
             f"{delta[~diverged].size} draws): the chains disagree, so they have not reached the "
             "same distribution. Run longer (more burn-in), or check the step size."
         )
-    if (
-        rise is not None
-        and llc_mean != 0
-        and rise[0] > _RISE_T * rise[1]
-        and rise[0] > _RISE_REL * abs(llc_mean)
-    ):
+    if _rising(rise, llc_mean):
         flags.append("not_stationary")
         evidence["not_stationary"] = (
             f"the estimate was still rising: over the {rise[2]} the chains' mean of "
@@ -855,6 +944,15 @@ def _check_held(held_directions, params):
     return stacked, strengths
 
 
+def _auto_burnin_cap(num_burnin_steps, max_burnin_steps) -> int | None:
+    """make_plan's ``max_burnin_steps``: None unless "auto" (then 0 means the default)."""
+    if not (isinstance(num_burnin_steps, str) and num_burnin_steps == "auto"):
+        return None
+    if max_burnin_steps is None:
+        return 0
+    return check.check_count("max_burnin_steps", max_burnin_steps, minimum=1)
+
+
 def _standard_error(std: float, chains: int) -> float:
     """Standard error of a mean over ``chains`` independent chains (NaN below two)."""
     return std / math.sqrt(chains) if chains > 1 else math.nan
@@ -892,6 +990,16 @@ def _rise(burnin: np.ndarray, draws: np.ndarray, steps_bw_draws: int):
         return None
     diff = later - earlier
     return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(chains)), where
+
+
+def _rising(rise, level: float) -> bool:
+    """Whether :func:`_rise`'s result is a real rise: 3 stderr and 2% of ``level``."""
+    return (
+        rise is not None
+        and level != 0
+        and rise[0] > _RISE_T * rise[1]
+        and rise[0] > _RISE_REL * abs(level)
+    )
 
 
 def _escapes(out, nbeta, burnin, steps_bw_draws, diverged) -> dict:

@@ -240,6 +240,9 @@ def _call(**overrides):
         (dict(num_chains=0), ValueError, "num_chains must be >= 1"),
         (dict(num_draws=0), ValueError, "num_draws must be >= 1"),
         (dict(num_burnin_steps=-1), ValueError, "num_burnin_steps must be >= 0"),
+        (dict(num_burnin_steps="long"), ValueError, "num_burnin_steps must be a count"),
+        (dict(num_burnin_steps="auto", num_chains=1), ValueError, "num_chains >= 2"),
+        (dict(num_burnin_steps="auto", max_burnin_steps=0), ValueError, "max_burnin_steps"),
         (dict(num_steps_bw_draws=0), ValueError, "num_steps_bw_draws must be >= 1"),
         (dict(num_draws=10.0), TypeError, "num_draws must be an integer"),
         (dict(rng_key=0), TypeError, "rng_key"),
@@ -277,3 +280,19 @@ def test_chains_that_disagree_are_flagged_not_converged():
         )
     assert r.rhat > 1.05 and "not_converged" in r.flags and "R-hat" in r.evidence["not_converged"]
     assert np.isfinite(r.ess) and r.ess < r.num_chains * r.num_draws
+
+
+def test_auto_burnin_is_estimate_llc_only():
+    p = gt.make_regular_problem(2, seed=0, num_data=50)
+    stacked = jax.tree.map(lambda x: jnp.stack([x, x]), p.params)
+    with pytest.raises(ValueError, match="'auto' \\(estimate_llc only\\)"):
+        llc.estimate_llc_trajectory(
+            jax.random.key(0),
+            p.loss_fn,
+            stacked,
+            p.data,
+            step_size=1e-4,
+            num_burnin_steps="auto",
+        )
+    with pytest.raises(ValueError, match="NUTS"):
+        _call(step_size=None, sampler="nuts", num_burnin_steps="auto")

@@ -254,3 +254,73 @@ def test_a_stationary_run_is_not_flagged_not_stationary():
         num_burnin_steps=5000,
     )
     assert "not_stationary" not in r.flags, r.evidence
+
+
+def test_auto_burnin_runs_until_stationary_and_matches_the_ula_target():
+    # d = 50 directions relaxing in 1 / (eps p) = 920 steps, draws spanning 500: far from
+    # stationary after the first windows. "auto" must burn in longer, and the estimate
+    # must then match the stationary ULA expectation up to the transient left at the
+    # burn-in it chose (closed form, added to the tolerance).
+    mu, eps, draws = np.ones(50), 1e-6, 500
+    r = llc.estimate_llc(
+        jax.random.key(5),
+        quadratic_loss(mu),
+        jnp.zeros(50),
+        dummy_data(N),
+        step_size=eps,
+        localization=1.0,
+        num_chains=16,
+        num_draws=draws,
+        num_burnin_steps="auto",
+    )
+    burnin = r.num_burnin_steps
+    windows = burnin // draws
+    assert burnin % draws == 0 and windows >= 8 and windows & (windows - 1) == 0, burnin
+    assert r.burnin_loss_trace.shape == (16, burnin)
+    target = quadratic_target(mu, NBETA, 1.0, eps)
+    left = target - _transient_mean(mu, NBETA, 1.0, eps, burnin + draws)[burnin:].mean()
+    assert 0 < left < 0.02 * target
+    assert_within_stderr(r, target, extra=left)
+    assert "not_stationary" not in r.flags
+    # The same chains as a fixed burn-in of that length (windows resume the carry).
+    fixed = llc.estimate_llc(
+        jax.random.key(5),
+        quadratic_loss(mu),
+        jnp.zeros(50),
+        dummy_data(N),
+        step_size=eps,
+        localization=1.0,
+        num_chains=16,
+        num_draws=draws,
+        num_burnin_steps=burnin,
+    )
+    np.testing.assert_array_equal(fixed.loss_trace, r.loss_trace)
+    np.testing.assert_array_equal(fixed.burnin_loss_trace, r.burnin_loss_trace)
+
+
+def test_auto_burnin_stops_at_two_windows_when_already_stationary_and_obeys_the_cap():
+    fast = dict(
+        localization=1.0, num_chains=8, num_draws=500, num_burnin_steps="auto"
+    )  # relaxation in 1 / (eps p) = 9 steps: stationary within the first window
+    r = llc.estimate_llc(
+        jax.random.key(6),
+        quadratic_loss(np.ones(5)),
+        jnp.zeros(5),
+        dummy_data(N),
+        step_size=1e-4,
+        **fast,
+    )
+    assert r.num_burnin_steps == 1000 and "not_stationary" not in r.flags
+    # Far too slow to settle (d = 50, 1 / (eps p) = 9,200 steps): the cap stops it, and
+    # the draws are then flagged as still rising.
+    with pytest.warns(RuntimeWarning, match="not_stationary"):
+        slow = llc.estimate_llc(
+            jax.random.key(6),
+            quadratic_loss(np.ones(50)),
+            jnp.zeros(50),
+            dummy_data(N),
+            step_size=1e-7,
+            max_burnin_steps=3000,
+            **{**fast, "num_chains": 16},
+        )
+    assert slow.num_burnin_steps == 3000 and "not_stationary" in slow.flags
