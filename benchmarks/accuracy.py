@@ -22,7 +22,9 @@ function (every layer of rank r, ``llc.ground_truth.dln_minimal_point``), where 
 Aoyagi's lambda exactly: the benchmark whose target is right for every seed. There most
 of lambda can sit in degenerate directions, which SGLD equilibrates slowly;
 ``--steps-factor k`` runs k times the recipe's burn-in and draws to measure that part of
-the error.
+the error, and ``--burnin auto`` replaces the recipe's fixed burn-in by
+``num_burnin_steps="auto"`` (burn in until the chains stop rising; capped here at 64
+times the draws' span, half the library's default, to fit a CPU budget).
 
 Outputs: a table on stdout, ``results/accuracy.json``, ``results/accuracy_scatter.png``
 (lambda_hat vs lambda, log-log, with the diagonal) and ``results/accuracy_relerr.png``
@@ -53,10 +55,17 @@ PUBLISHED = {
     "slt-reference.md section 5.1",
 }
 BUCKET_ORDER = list(ground_truth.DLN_BUCKETS)
+AUTO_BURNIN_CAP = 64  # --burnin auto: at most this many draw spans of burn-in (CPU budget)
 
 
 def run_one(
-    bucket: str, seed: int, chains: int, max_params: int | None, point: str, steps_factor: int
+    bucket: str,
+    seed: int,
+    chains: int,
+    max_params: int | None,
+    point: str,
+    steps_factor: int,
+    burnin: str,
 ) -> dict:
     problem = ground_truth.make_dln_bucket_problem(bucket, seed, point=point)
     local = problem.local_lambda
@@ -78,6 +87,9 @@ def run_one(
     recipe = ground_truth.dln_recipe(bucket)
     recipe["num_draws"] *= steps_factor
     recipe["num_burnin_steps"] *= steps_factor
+    if burnin == "auto":  # until the chains stop rising (estimate_llc's doubling test)
+        recipe["num_burnin_steps"] = "auto"
+        recipe["max_burnin_steps"] = AUTO_BURNIN_CAP * recipe["num_draws"]
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -102,6 +114,7 @@ def run_one(
         diverged_chains=int(result.diverged.sum()),
         flags=list(result.flags),
         rhat=result.rhat,
+        burnin_steps=result.num_burnin_steps,
         recipe=recipe,
     )
     return row
@@ -201,7 +214,7 @@ def print_row(r: dict) -> None:
     div += f"  [{', '.join(r['flags'])}]" if r["flags"] else ""
     print(
         head + f"{local:>8} {est:>17} {r['relative_error']:>+8.3f} {vs_local:>8} "
-        f"{r['time_s']:>5.0f}s  {r['widths']}{mark}{div}",
+        f"{r['time_s']:>5.0f}s {r['burnin_steps']:>7} {r['widths']}{mark}{div}",
         flush=True,
     )
 
@@ -235,12 +248,20 @@ def main() -> None:
     parser.add_argument(
         "--steps-factor", type=int, default=1, help="multiply the recipe's burn-in and draws"
     )
+    parser.add_argument(
+        "--burnin",
+        choices=["recipe", "auto"],
+        default="recipe",
+        help="the recipe's burn-in, or num_burnin_steps='auto' (until the chains stop rising)",
+    )
     parser.add_argument("--name", default=None, help="stem of the output files")
     args = parser.parse_args()
     if args.name is None:
         args.name = "accuracy" if args.point == "teacher" else f"accuracy_{args.point}"
         if args.steps_factor != 1:
             args.name += f"_x{args.steps_factor}"
+        if args.burnin == "auto":
+            args.name += "_autoburnin"
     buckets, seeds = list(args.buckets), args.seeds
     if args.quick:
         buckets, seeds = ["1K", "10K"], 3
@@ -249,13 +270,21 @@ def main() -> None:
 
     print(
         f"{'bucket':>6} {'seed':>4} {'d':>8} {'r':>3} {'lambda':>8} {'bound':>8} {'local':>8} "
-        f"{'lambda_hat':>17} {'rel.err':>8} {'vs.local':>8} {'time':>6}  widths"
+        f"{'lambda_hat':>17} {'rel.err':>8} {'vs.local':>8} {'time':>6} {'burn-in':>7} widths"
     )
     rows = []
     for bucket in buckets:
         for seed in args.seed_list or range(seeds):
             rows.append(
-                run_one(bucket, seed, args.chains, args.max_params, args.point, args.steps_factor)
+                run_one(
+                    bucket,
+                    seed,
+                    args.chains,
+                    args.max_params,
+                    args.point,
+                    args.steps_factor,
+                    args.burnin,
+                )
             )
             print_row(rows[-1])
     summary = summarise(rows)
@@ -290,6 +319,7 @@ def main() -> None:
             "chains": args.chains,
             "point": args.point,
             "steps_factor": args.steps_factor,
+            "burnin": args.burnin,
         },
     )
     if any("relative_error" in r for r in rows):

@@ -249,13 +249,17 @@ def estimate_llc(
         num_burnin_steps: SGLD steps per chain before the first draw, discarded; or
             ``"auto"``: burn in until the chains stop rising. The burn-in then runs in
             windows of ``W = num_draws * num_steps_bw_draws`` steps and stops at the
-            first ``T = 2W, 4W, 8W, ...`` where the mean of ``nbeta (L - L*)`` over the
-            last window no longer exceeds that over the window ending at ``T / 2`` (the
-            test of the ``not_stationary`` flag: by 3 standard errors across chains and
-            2% of it), or at ``max_burnin_steps``. Comparing with the window at half the
-            time, not the previous one, keeps a slow, diffusive approach (along flat
-            directions) from passing for stationarity. ``result.num_burnin_steps`` says
-            how many steps were run. Not for ``sampler="nuts"``.
+            first ``T = 2W, 4W, 8W, ...`` where the mean of ``nbeta (L - L*)`` over
+            ``[T/2, T)`` provably no longer exceeds that over ``[T/4, T/2)`` (the rise
+            plus two standard errors is below 2% of it or two standard errors of the
+            draws' precision) and the chains agree there (R-hat <= 1.05), or at
+            ``max_burnin_steps``. Windows that grow with T keep a slow, diffusive
+            approach (along flat directions) from passing for stationarity, and R-hat
+            a plateau that the chains leave at different times. No trace test can see
+            a plateau that every chain is still on.
+            ``result.num_burnin_steps`` says how many steps were run; the chains are
+            those of a fixed burn-in of that length. Needs ``num_chains >= 2``; not for
+            ``sampler="nuts"``.
         num_steps_bw_draws: SGLD steps per draw (thinning).
         batch_size: minibatch size in 1..n, or None for full-batch SGLD. Each chain
             draws its own batch of uniform random indices at every step, independent
@@ -614,9 +618,12 @@ def _auto_burnin(plan: Plan, hyper, config):
 
     Each window (``config.num_burnin_steps`` steps, the span of the draws) is one
     compiled call resuming the last one's carry, so the chains are those of one
-    uninterrupted run. At ``T = 2W, 4W, ...`` (and at the cap) the last window is
-    compared with the window ending at ``T / 2`` by :func:`_rise`; the burn-in stops at
-    the first ``T`` where it no longer rises, or at ``plan.max_burnin_steps``.
+    uninterrupted run. At ``T = 2W, 4W, ...`` (and at the cap) the mean over
+    ``[T/2, T)`` is compared with that over ``[T/4, T/2)`` by :func:`_rise`; the burn-in
+    stops at the first ``T`` where the rise is bounded below tolerance
+    (:func:`_settled`) and the chains agree over ``[T/2, T)`` (R-hat at most 1.05: a
+    trend test alone passes a plateau that the chains leave at different times), or at
+    ``plan.max_burnin_steps``.
 
     Returns:
         ``(config, resume, burnin_delta)`` for :func:`_execute_chunks`: the config with
@@ -649,10 +656,14 @@ def _auto_burnin(plan: Plan, hyper, config):
             break  # every chain diverged: the draws will say so
         if steps >= check_at or steps >= cap:
             trace = np.concatenate(parts, axis=1)[alive].astype(np.float64) * plan.nbeta
-            half = steps // 2
-            rise = _rise(trace[:, max(0, half - window) : half], trace[:, -window:], 1)
-            level = float(np.mean(trace[:, -window:]))
-            if rise is None or not _rising(rise, level):
+            later = trace[:, steps // 2 :]
+            rise = _rise(trace[:, steps // 4 : steps // 2], later)
+            if rise is None:
+                break
+            rhat = _convergence(later)[0]  # chains caught at different stages
+            if _settled(rise, float(np.mean(later)), later[:, -window:].mean(axis=1)) and not (
+                rhat > _RHAT_LIMIT
+            ):
                 break
             check_at *= 2
     burnin = np.concatenate(parts, axis=1) if parts else np.zeros((config.num_chains, 0))
@@ -761,11 +772,10 @@ def assemble(
 
     escape = _escapes(out, nbeta, num_burnin_steps, num_steps_bw_draws, diverged)
     rhat, ess = _convergence(delta[~diverged])
-    rise = _rise(
-        out.burnin_delta[~diverged].astype(np.float64) * nbeta,
-        delta[~diverged] * nbeta,
-        num_steps_bw_draws,
+    rise, where = _draws_rise(
+        out.burnin_delta[~diverged].astype(np.float64) * nbeta, delta[~diverged] * nbeta
     )
+    where += "burn-in steps to the draws" if where.startswith("from the last") else "the draws"
     flags, evidence = [], {}
     if rhat > _RHAT_LIMIT:
         flags.append("not_converged")
@@ -777,7 +787,7 @@ def assemble(
     if _rising(rise, llc_mean):
         flags.append("not_stationary")
         evidence["not_stationary"] = (
-            f"the estimate was still rising: over the {rise[2]} the chains' mean of "
+            f"the estimate was still rising: {where} the chains' mean of "
             f"nbeta * (L - L*) went up by {rise[0]:.4g} ({100 * rise[0] / abs(llc_mean):.1f}% of "
             f"llc_mean, {rise[0] / max(rise[1], 1e-300):.1f} standard errors across chains). "
             "The chains "
@@ -966,30 +976,47 @@ def _convergence(trace: np.ndarray) -> tuple[float, float]:
     return float(blackjax_diagnostics.rhat(x)), float(blackjax_diagnostics.ess_bulk(x))
 
 
-def _rise(burnin: np.ndarray, draws: np.ndarray, steps_bw_draws: int):
-    """How much the chains' mean of ``nbeta (L - L*)`` rose between two equal windows.
+def _rise(earlier: np.ndarray, later: np.ndarray):
+    """How much the chains' mean of ``nbeta (L - L*)`` rose from one window to a later one.
 
-    The later window is the draws, the earlier one the same number of steps at the end
-    of the burn-in (every burn-in step is recorded); if the burn-in is shorter than the
-    draws, the two halves of the draws. Returns ``(rise, stderr, description)``, the
-    mean over chains of each chain's rise and its standard error across chains, or None
-    with fewer than two chains or too few draws.
+    ``earlier`` and ``later`` are ``(chains, steps)`` traces (lengths may differ).
+    Returns ``(rise, stderr)``: the mean over chains of each chain's rise and its
+    standard error across chains; None with fewer than two chains, windows shorter than
+    four steps, or non-finite values.
     """
-    chains, num_draws = draws.shape
-    if chains < 2 or num_draws < 8 or not np.all(np.isfinite(draws)):
+    chains = later.shape[0]
+    if chains < 2 or min(earlier.shape[1], later.shape[1]) < 4:
         return None
-    span = num_draws * steps_bw_draws
-    if burnin.shape[1] >= span:
-        later, earlier = draws.mean(axis=1), burnin[:, -span:].mean(axis=1)
-        where = f"last {span} burn-in steps to the draws"
-    else:
-        half = num_draws // 2
-        later, earlier = draws[:, half:].mean(axis=1), draws[:, :half].mean(axis=1)
-        where = "first to the second half of the draws"
-    if not np.all(np.isfinite(earlier)):
+    diff = later.mean(axis=1) - earlier.mean(axis=1)
+    if not np.all(np.isfinite(diff)):
         return None
-    diff = later - earlier
-    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(chains)), where
+    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(chains))
+
+
+def _draws_rise(burnin: np.ndarray, draws: np.ndarray):
+    """:func:`_rise` from the second half of the burn-in to the draws, and its wording.
+
+    If the burn-in is shorter than 8 steps: from the first to the second half of the
+    draws.
+    """
+    steps = burnin.shape[1]
+    if steps >= 8:
+        return _rise(burnin[:, steps // 2 :], draws), f"from the last {steps - steps // 2} "
+    half = draws.shape[1] // 2
+    return _rise(draws[:, :half], draws[:, half:]), "from the first to the second half of "
+
+
+def _settled(rise, level: float, last: np.ndarray) -> bool:
+    """Whether a burn-in has stopped rising: its rise is bounded below the tolerance.
+
+    ``rise`` from :func:`_rise`, ``level`` the mean of the later window, ``last`` the
+    chains' means over the last ``W`` steps (the draws' span). The upper bound
+    ``rise + 2 stderr`` must be below ``max(2% of the level, 2 stderr of last)``: the
+    trend left is then within two standard errors of what the draws will estimate, and
+    a comparison too noisy to tell (short windows early on) does not pass for a flat one.
+    """
+    precision = float(np.std(last, ddof=1) / np.sqrt(last.size))
+    return rise[0] + 2 * rise[1] <= max(_RISE_REL * abs(level), 2 * precision)
 
 
 def _rising(rise, level: float) -> bool:

@@ -57,3 +57,27 @@ def test_small_dln_teacher_converged_run():
     r = llc.estimate_llc(jax.random.key(1), p.loss_fn, p.params, p.data, num_chains=8, **settings)
     assert not r.flags, r.evidence
     assert_within_contract(r, float(p.local_lambda))
+
+
+@pytest.mark.slow
+def test_minimal_point_needs_a_longer_burnin_and_the_flag_says_so():
+    # At the minimal factorisation the LLC is Aoyagi's lambda (19 here), and 11.5 of it
+    # lives in the degenerate directions around the origin of a rank-0 network, which
+    # SGLD leaves slowly (a plateau, then a rise). The recipe's 9,000-step burn-in gives
+    # a transient underestimate, flagged not_stationary; num_burnin_steps="auto" runs on
+    # until the rise is bounded (here: to its cap) and meets the contract.
+    p = gt.make_dln_problem(
+        [10, 6, 8, 6], seed=0, num_data=100_000, prop_rank_reduce=1.0, point="minimal"
+    )
+    lam = float(p.true_lambda)
+    settings = gt.dln_recipe("1K")
+    fixed = llc.estimate_llc(
+        jax.random.key(1), p.loss_fn, p.params, p.data, num_chains=8, **settings
+    )
+    assert "not_stationary" in fixed.flags and fixed.llc_mean < 0.7 * lam
+    settings["num_burnin_steps"] = "auto"
+    auto = llc.estimate_llc(
+        jax.random.key(1), p.loss_fn, p.params, p.data, num_chains=8, **settings
+    )
+    assert auto.num_burnin_steps > 10 * fixed.num_burnin_steps
+    assert_within_contract(auto, lam)

@@ -298,10 +298,12 @@ def test_auto_burnin_runs_until_stationary_and_matches_the_ula_target():
     np.testing.assert_array_equal(fixed.burnin_loss_trace, r.burnin_loss_trace)
 
 
-def test_auto_burnin_stops_at_two_windows_when_already_stationary_and_obeys_the_cap():
-    fast = dict(
-        localization=1.0, num_chains=8, num_draws=500, num_burnin_steps="auto"
-    )  # relaxation in 1 / (eps p) = 9 steps: stationary within the first window
+def test_auto_burnin_stops_early_when_already_stationary_and_obeys_the_cap():
+    # Relaxation in 1 / (eps p) = 9 steps: stationary within the first window. The rule
+    # stops once the trend is bounded within 2 standard errors of the draws' precision;
+    # with windows of 500 steps that takes a few doublings (8 W with probability ~0.6,
+    # by 16 W ~0.9 per check), never the cap of 128 W.
+    fast = dict(localization=1.0, num_chains=8, num_draws=500, num_burnin_steps="auto")
     r = llc.estimate_llc(
         jax.random.key(6),
         quadratic_loss(np.ones(5)),
@@ -310,7 +312,8 @@ def test_auto_burnin_stops_at_two_windows_when_already_stationary_and_obeys_the_
         step_size=1e-4,
         **fast,
     )
-    assert r.num_burnin_steps == 1000 and "not_stationary" not in r.flags
+    assert r.num_burnin_steps <= 32 * 500 and "not_stationary" not in r.flags
+    assert_within_stderr(r, quadratic_target(np.ones(5), NBETA, 1.0, 1e-4))
     # Far too slow to settle (d = 50, 1 / (eps p) = 9,200 steps): the cap stops it, and
     # the draws are then flagged as still rising.
     with pytest.warns(RuntimeWarning, match="not_stationary"):
