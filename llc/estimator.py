@@ -629,8 +629,7 @@ def _auto_burnin(plan: Plan, hyper, config):
         ``(config, resume, burnin_delta)`` for :func:`_execute_chunks`: the config with
         the burn-in actually run, the carry to resume from, and the host burn-in trace.
     """
-    window = config.num_burnin_steps
-    cap = max(plan.max_burnin_steps, window)
+    window, cap = config.num_burnin_steps, plan.max_burnin_steps
     total = cap + config.num_draws * config.num_steps_bw_draws
     chunk = config._replace(num_draws=0, chunked=True, progress_total=total)
     resume, parts, steps, check_at = None, [], 0, 2 * window
