@@ -537,6 +537,12 @@ def dln_recipe(bucket: str) -> dict:
     teacher (about 475 there) and 1000 starts to suppress real directions (414), so
     no localization in 1..1000 fixes it: the published settings are kept.
 
+    At the minimal point of the same teacher (``point="minimal"``, where the target is
+    exactly Aoyagi's lambda) the fixed 9,000-step burn-in is far too short: most of
+    lambda lives in degenerate directions that SGLD leaves slowly (the estimate is then
+    flagged ``not_stationary`` or ``not_converged``). Use ``num_burnin_steps="auto"``
+    there; the README's accuracy section has the measurements.
+
     Args:
         bucket: one of ``DLN_BUCKETS``.
 
