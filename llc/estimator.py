@@ -613,6 +613,21 @@ def execute(plan: Plan) -> _loop.RunOutput:
             _progress.close_bar(run_id)
 
 
+def _run_chunk(plan: Plan, hyper, resume, config) -> _loop.RunOutput:
+    """One compiled call of the plan's chains, resuming ``resume`` (None: from w*)."""
+    return _loop.run_chains(
+        plan.rng_key,
+        plan.params,
+        plan.data,
+        hyper,
+        plan.direction,
+        plan.held,
+        resume,
+        loss_fn=plan.loss_fn,
+        config=config,
+    )
+
+
 def _auto_burnin(plan: Plan, hyper, config):
     """``num_burnin_steps="auto"``: burn in window by window until the chains stop rising.
 
@@ -635,17 +650,7 @@ def _auto_burnin(plan: Plan, hyper, config):
     resume, parts, steps, check_at = None, [], 0, 2 * window
     while steps < cap:
         size = min(window, cap - steps)
-        out = _loop.run_chains(
-            plan.rng_key,
-            plan.params,
-            plan.data,
-            hyper,
-            plan.direction,
-            plan.held,
-            resume,
-            loss_fn=plan.loss_fn,
-            config=chunk._replace(num_burnin_steps=size),
-        )
+        out = _run_chunk(plan, hyper, resume, chunk._replace(num_burnin_steps=size))
         states, first_bad = out.final_carry
         steps += size
         resume = (states, first_bad, jax.numpy.int32(steps), jax.numpy.int32(0))
@@ -690,17 +695,7 @@ def _execute_chunks(plan: Plan, hyper, config, resume=None, burnin=None) -> _loo
                 chunked=True,
                 progress_total=config.total_steps,
             )
-            out = _loop.run_chains(
-                plan.rng_key,
-                plan.params,
-                plan.data,
-                hyper,
-                plan.direction,
-                plan.held,
-                resume,
-                loss_fn=plan.loss_fn,
-                config=chunk,
-            )
+            out = _run_chunk(plan, hyper, resume, chunk)
             states, first_bad = out.final_carry
             done += size
             next_step = config.num_burnin_steps + config.num_steps_bw_draws * done
