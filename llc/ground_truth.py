@@ -290,13 +290,14 @@ def dln_minimal_point(matrices: Sequence, rtol: float = 1e-5) -> tuple[np.ndarra
     ``r`` is carried to every other one by loss-preserving symmetries
     (``W_s -> g_(s-1)^(-1) W_s g_s`` inside, changes of basis of input and output, which
     change ``K`` only up to equivalence), so they share one local learning coefficient;
-    and it is about such a point that Aoyagi's analysis reduces the rank-``r`` network
-    to a rank-0 one with widths ``H_j - r`` plus ``r (H_in + H_out) - r^2`` regular
-    directions. The LLC *at* this point is therefore Aoyagi's lambda, the global
-    coefficient, whereas a generic teacher can have a larger one
-    (:func:`dln_local_learning_coefficient`). Consistently, the Hessian rank here is
-    ``r (H_in + H_out) - r^2`` (tested): half of it is the first term of Aoyagi's
-    formula, and the rest of lambda comes from the degenerate directions.
+    and near such a point the network splits into ``r (H_in + H_out) - r^2`` regular
+    directions and a rank-0 network with widths ``H_j - r`` (the ``Delta_j`` of Aoyagi's
+    formula), which is the reduction his value rests on. The LLC *at* this point is
+    therefore Aoyagi's lambda, the global coefficient, whereas a generic teacher can
+    have a larger one (:func:`dln_local_learning_coefficient`). This is an argument,
+    not a computation; what is tested is its consequence for the Hessian, whose rank
+    here is ``r (H_in + H_out) - r^2``: half of it is the first term of Aoyagi's formula,
+    and the rest of lambda comes from the degenerate directions.
 
     Args:
         matrices: the weights ``W_1, ..., W_L`` (``x @ W`` convention).
