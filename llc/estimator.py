@@ -769,7 +769,6 @@ def assemble(
     rise, where = _draws_rise(
         out.burnin_delta[~diverged].astype(np.float64) * nbeta, delta[~diverged] * nbeta
     )
-    where += "burn-in steps to the draws" if where.startswith("from the last") else "the draws"
     flags, evidence = [], {}
     if rhat > _RHAT_LIMIT:
         flags.append("not_converged")
@@ -995,9 +994,10 @@ def _draws_rise(burnin: np.ndarray, draws: np.ndarray):
     """
     steps = burnin.shape[1]
     if steps >= 8:
-        return _rise(burnin[:, steps // 2 :], draws), f"from the last {steps - steps // 2} "
+        where = f"from the last {steps - steps // 2} burn-in steps to the draws"
+        return _rise(burnin[:, steps // 2 :], draws), where
     half = draws.shape[1] // 2
-    return _rise(draws[:, :half], draws[:, half:]), "from the first to the second half of "
+    return _rise(draws[:, :half], draws[:, half:]), "from the first to the second half of the draws"
 
 
 def _settled(rise, level: float, last: np.ndarray) -> bool:
