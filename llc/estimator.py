@@ -634,11 +634,13 @@ def _auto_burnin(plan: Plan, hyper, config):
     Each window (``config.num_burnin_steps`` steps, the span of the draws) is one
     compiled call resuming the last one's carry, so the chains are those of one
     uninterrupted run. At ``T = 2W, 4W, ...`` (and at the cap) the mean over
-    ``[T/2, T)`` is compared with that over ``[T/4, T/2)`` by :func:`_rise`; the burn-in
-    stops at the first ``T`` where the rise is bounded below tolerance
-    (:func:`_settled`) and the chains agree over ``[T/2, T)`` (R-hat at most 1.05: a
-    trend test alone passes a plateau that the chains leave at different times), or at
-    ``plan.max_burnin_steps``.
+    ``[T/2, T)`` is compared with that over ``[T/4, T/2)`` by :func:`_rise`; ``T``
+    passes when the rise is bounded below tolerance (:func:`_settled`) and the chains
+    agree over ``[T/2, T)`` (R-hat at most 1.05: a trend test alone passes a plateau
+    that the chains leave at different times). A passing ``T`` is then confirmed by one
+    more window ``[T, T + W)``, a dry run of the draws' ``not_stationary`` test
+    (:func:`_confirmed`); the burn-in is then ``T + W``. A window that fails sends the
+    doubling on to ``2T``. The cap (``plan.max_burnin_steps``) stops it in any case.
 
     Returns:
         ``(config, resume, burnin_delta)`` for :func:`_execute_chunks`: the config with
@@ -647,7 +649,7 @@ def _auto_burnin(plan: Plan, hyper, config):
     window, cap = config.num_burnin_steps, plan.max_burnin_steps
     total = cap + config.num_draws * config.num_steps_bw_draws
     chunk = config._replace(num_draws=0, chunked=True, progress_total=total)
-    resume, parts, steps, check_at = None, [], 0, 2 * window
+    resume, parts, steps, check_at, passed = None, [], 0, 2 * window, None
     while steps < cap:
         size = min(window, cap - steps)
         out = _run_chunk(plan, hyper, resume, chunk._replace(num_burnin_steps=size))
@@ -658,20 +660,53 @@ def _auto_burnin(plan: Plan, hyper, config):
         alive = np.asarray(first_bad) < 0
         if not alive.any():
             break  # every chain diverged: the draws will say so
-        if steps >= check_at or steps >= cap:
-            trace = np.concatenate(parts, axis=1)[alive].astype(np.float64) * plan.nbeta
-            later = trace[:, steps // 2 :]
-            rise = _rise(trace[:, steps // 4 : steps // 2], later)
-            if rise is None:
+        if passed is not None:  # [passed, steps) is the confirming window
+            if _confirmed(_joined(parts, alive, plan.nbeta), passed):
                 break
-            rhat = _convergence(later)[0]  # chains caught at different stages
-            if _settled(rise, float(np.mean(later)), later[:, -window:].mean(axis=1)) and not (
-                rhat > _RHAT_LIMIT
-            ):
+            passed = None
+        elif steps >= check_at or steps >= cap:
+            verdict = _burnin_passes(_joined(parts, alive, plan.nbeta), window)
+            if verdict is None:
                 break
+            passed = steps if verdict else None
             check_at *= 2
     burnin = np.concatenate(parts, axis=1) if parts else np.zeros((config.num_chains, 0))
     return config._replace(num_burnin_steps=steps), resume, burnin
+
+
+def _joined(parts, alive, nbeta) -> np.ndarray:
+    """The burn-in windows so far as one ``(alive chains, steps)`` trace of nbeta (L - L*)."""
+    return np.concatenate(parts, axis=1)[alive].astype(np.float64) * nbeta
+
+
+def _burnin_passes(trace: np.ndarray, window: int) -> bool | None:
+    """Whether a burn-in ``trace`` of ``T`` steps passes the doubling test at ``T``.
+
+    The rise from ``[T/4, T/2)`` to ``[T/2, T)`` must be bounded below tolerance
+    (:func:`_settled`, with the last ``window`` steps as the draws' precision) and the
+    chains must agree over ``[T/2, T)`` (R-hat at most 1.05). None when the rise cannot
+    be measured (fewer than two chains, windows under four steps, non-finite values).
+    """
+    steps = trace.shape[1]
+    later = trace[:, steps // 2 :]
+    rise = _rise(trace[:, steps // 4 : steps // 2], later)
+    if rise is None:
+        return None
+    rhat = _convergence(later)[0]  # chains caught at different stages
+    return _settled(rise, float(np.mean(later)), later[:, -window:].mean(axis=1)) and not (
+        rhat > _RHAT_LIMIT
+    )
+
+
+def _confirmed(trace: np.ndarray, passed: int) -> bool:
+    """Whether the window after a passing ``T = passed`` is not rising from ``[T/2, T)``.
+
+    The draws' ``not_stationary`` test (:func:`_rising`) on ``trace[:, passed:]``. Not
+    the draws' R-hat: over one window it measures the draws' length against the chains'
+    autocorrelation, which no longer burn-in changes.
+    """
+    trial = trace[:, passed:]
+    return not _rising(_rise(trace[:, passed // 2 : passed], trial), float(np.mean(trial)))
 
 
 def _execute_chunks(plan: Plan, hyper, config, resume=None, burnin=None) -> _loop.RunOutput:
