@@ -18,7 +18,7 @@ demo: install
 
 test: install
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -m "not slow and not notebook" llc tests README.md
+	$(PY) -m pytest -q -n 2 -m "not slow and not notebook" llc tests README.md
 
 test-notebooks: install
 	$(PY) -m pytest -q -m notebook tests/test_notebooks.py
@@ -27,7 +27,7 @@ notebooks: install
 	$(PY) -m tests._notebooks
 
 test-slow: install
-	$(PY) -m pytest -q -m slow tests
+	$(PY) -m pytest -q -n 2 -m slow tests
 
 bench: install
 	$(PY) benchmarks/speed.py

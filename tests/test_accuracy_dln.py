@@ -24,7 +24,9 @@ def assert_within_contract(result, lam):
     )
 
 
-@pytest.mark.parametrize(("M", "H", "N"), [(5, 3, 5), (4, 3, 8)])
+@pytest.mark.parametrize(
+    ("M", "H", "N"), [pytest.param(5, 3, 5, marks=pytest.mark.slow), (4, 3, 8)]
+)
 def test_rrr_at_the_origin(M, H, N):
     # Rank-0 teacher: w* = 0 is the most singular point of the true set, where the local
     # coefficient is the global one (Aoyagi & Watanabe). devinterp's test allows 40%.
@@ -45,6 +47,7 @@ def test_rrr_at_the_origin(M, H, N):
     assert_within_contract(r, float(p.true_lambda))
 
 
+@pytest.mark.slow
 def test_small_dln_teacher_converged_run():
     # Full-rank layers make the teacher a Morse-Bott point, where the LLC at the teacher
     # is known exactly (half the Hessian rank; here equal to Aoyagi's global value too).

@@ -108,6 +108,7 @@ def test_calibration_checks_its_input():
         llc.calibrate(jax.random.key(0), loss_fn, w, data, sampler="nuts")
 
 
+@pytest.mark.slow
 def test_auto_step_size_on_a_normal_crossing_at_its_finite_n_target():
     # K = w1^2 w2^2 at w* = 0, gamma = 1, n = 1e4: the exact E[lambda_hat] is 0.3912
     # (quadrature, slt-reference 3.3; the same target as test_estimator_exact). The Hessian

@@ -40,6 +40,7 @@ def test_chunked_run_equals_one_call():
     assert chunked.llc_mean == one.llc_mean and chunked.flags == one.flags
 
 
+@pytest.mark.slow
 def test_ctrl_c_after_a_chunk_keeps_the_draws_done(monkeypatch):
     loss_fn, w, data = regression()
     real, calls = _loop.run_chains, []

@@ -44,6 +44,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_sharded_chains_equal_single_device_in_a_4_device_subprocess():
     env = {
         **os.environ,

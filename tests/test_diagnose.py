@@ -39,6 +39,7 @@ def test_confined_quadratic_saddle_worked_example():
     assert "saddle" in rep.verdict
 
 
+@pytest.mark.slow
 def test_unconfined_saddle_gives_the_threshold_and_the_estimate_is_flagged():
     mu = np.r_[np.ones(9), -2e-3]
     rep = llc.diagnose(jax.random.key(0), quadratic(mu), jnp.zeros(10), dummy_data(N))

@@ -148,6 +148,7 @@ def test_all_chains_diverge_is_reported_with_the_step_size_bound():
     assert np.isnan(r.llc_per_chain).all()
 
 
+@pytest.mark.slow
 def test_some_chains_diverge_the_rest_are_summarised():
     # A nearly flat loss that is NaN beyond |w| = 10: with eps = 1 and 100 steps the
     # random walks (std 10 by the end) cross it in some chains and not in others.

@@ -141,6 +141,7 @@ def test_normal_crossing_exact_finite_n_target(k, target):
     assert_within_stderr(result, target, extra=0.01 * target)
 
 
+@pytest.mark.slow
 def test_float32_precision_with_large_nbeta_matches_float64():
     # A large constant offset in the loss and nbeta = 1e6: lambda_hat is a difference of
     # two numbers that agree to 6 digits, multiplied by 1e6. Float32 params must give
@@ -256,6 +257,7 @@ def test_a_stationary_run_is_not_flagged_not_stationary():
     assert "not_stationary" not in r.flags, r.evidence
 
 
+@pytest.mark.slow
 def test_auto_burnin_runs_until_stationary_and_matches_the_ula_target():
     # d = 50 directions relaxing in 1 / (eps p) = 920 steps, draws spanning W = 2,000:
     # far from stationary after the first windows. "auto" must burn in longer: the

@@ -212,6 +212,7 @@ def _exact_rank_matrix(rng, shape, rank):
     return rng.standard_normal((shape[0], rank)) @ rng.standard_normal((rank, shape[1]))
 
 
+@pytest.mark.slow
 def test_hessian_rank_staircase_matches_the_jacobian():
     rng = np.random.default_rng(3)
     for _ in range(15):

@@ -56,6 +56,7 @@ def assert_same_estimate(a, b):
 
 
 @pytest.mark.filterwarnings("ignore:LLC estimate flagged")  # an untrained net: not a minimum
+@pytest.mark.slow
 def test_nnx_model_equals_the_plain_network():
     # Batch statistics away from their initial values, and a dropout layer that would make
     # the loss random if the adapter did not switch the model to evaluation mode.

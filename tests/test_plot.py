@@ -61,6 +61,7 @@ def test_llc_per_chain_and_spectrum(saddle_result):
     matplotlib.pyplot.close(fig)
 
 
+@pytest.mark.slow
 def test_calibration_and_trajectory_figures():
     x = jax.random.normal(jax.random.key(0), (500, 2))
     y = x @ jnp.array([1.0, -1.0]) + jax.random.normal(jax.random.key(1), (500,))

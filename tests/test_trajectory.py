@@ -23,6 +23,7 @@ def regression():
 SETTINGS = {"step_size": 1e-4, "batch_size": 100, "num_draws": 300, "num_burnin_steps": 100}
 
 
+@pytest.mark.slow
 def test_each_checkpoint_equals_a_single_run_with_the_same_key():
     loss_fn, w, data = regression()
     points = [jax.tree.map(lambda p, s=s: p + s, w) for s in (0.0, 0.05, -0.1)]
@@ -65,6 +66,7 @@ def test_trajectory_input_errors():
         )
 
 
+@pytest.mark.slow
 def test_multitemperature_slope_on_a_quasi_homogeneous_potential():
     # gamma = 0 and K = 0.5 sum mu w^2: E_beta[n beta K] = d/2 at every beta, so
     # f(beta) = n E[K] = (d/2) / beta exactly and the slope in 1/beta is d/2 = 2.5.
