@@ -248,15 +248,18 @@ def estimate_llc(
         num_draws: draws per chain used for the estimate.
         num_burnin_steps: SGLD steps per chain before the first draw, discarded; or
             ``"auto"``: burn in until the chains stop rising. The burn-in then runs in
-            windows of ``W = num_draws * num_steps_bw_draws`` steps and stops at the
+            windows of ``W = num_draws * num_steps_bw_draws`` steps; it passes at the
             first ``T = 2W, 4W, 8W, ...`` where the mean of ``nbeta (L - L*)`` over
             ``[T/2, T)`` provably no longer exceeds that over ``[T/4, T/2)`` (the rise
             plus two standard errors is below 2% of it or two standard errors of the
-            draws' precision) and the chains agree there (R-hat <= 1.05), or at
+            draws' precision) and the chains agree there (R-hat <= 1.05), and stops at
+            ``T + W`` if that window does not rise from ``[T/2, T)`` (the draws'
+            ``not_stationary`` test; else the doubling goes on), or at
             ``max_burnin_steps``. Windows that grow with T keep a slow, diffusive
-            approach (along flat directions) from passing for stationarity, and R-hat
-            a plateau that the chains leave at different times. No trace test can see
-            a plateau that every chain is still on.
+            approach (along flat directions) from passing for stationarity, R-hat a
+            plateau that the chains leave at different times, and the confirming
+            window one that ends within W steps. No trace test can see a plateau that
+            every chain is still on for longer.
             ``result.num_burnin_steps`` says how many steps were run; the chains are
             those of a fixed burn-in of that length. Needs ``num_chains >= 2``; not for
             ``sampler="nuts"``.
