@@ -704,12 +704,13 @@ def _burnin_passes(trace: np.ndarray, window: int) -> bool | None:
 def _confirmed(trace: np.ndarray, passed: int) -> bool:
     """Whether the window after a passing ``T = passed`` is not rising from ``[T/2, T)``.
 
-    The draws' ``not_stationary`` test (:func:`_rising`) on ``trace[:, passed:]``. Not
-    the draws' R-hat: over one window it measures the draws' length against the chains'
+    The draws' ``not_stationary`` test (:func:`_draws_rise`, :func:`_rising`) with
+    ``trace[:, :passed]`` as the burn-in and ``trace[:, passed:]`` as the draws. Not the
+    draws' R-hat: over one window it measures the draws' length against the chains'
     autocorrelation, which no longer burn-in changes.
     """
     trial = trace[:, passed:]
-    return not _rising(_rise(trace[:, passed // 2 : passed], trial), float(np.mean(trial)))
+    return not _rising(_draws_rise(trace[:, :passed], trial)[0], float(np.mean(trial)))
 
 
 def _execute_chunks(plan: Plan, hyper, config, resume=None, burnin=None) -> _loop.RunOutput:
