@@ -25,6 +25,10 @@ of lambda can sit in degenerate directions, which SGLD equilibrates slowly;
 the error, and ``--burnin auto`` replaces the recipe's fixed burn-in by
 ``num_burnin_steps="auto"`` (burn in until the chains stop rising; capped here at 64
 times the draws' span, half the library's default, to fit a CPU budget).
+``--sampler rmsprop_sgld --step-size auto`` runs RMSProp-SGLD (preconditioner adapted in
+the burn-in, then frozen) at ``llc.calibrate``'s step, everything else the recipe's.
+``--step-halving`` reruns each problem at half the step for twice the steps (the same
+Langevin time) and reports the step-size bias that the difference measures.
 
 Outputs: a table on stdout, ``results/accuracy.json``, ``results/accuracy_scatter.png``
 (lambda_hat vs lambda, log-log, with the diagonal) and ``results/accuracy_relerr.png``
@@ -58,21 +62,30 @@ BUCKET_ORDER = list(ground_truth.DLN_BUCKETS)
 AUTO_BURNIN_CAP = 64  # --burnin auto: at most this many draw spans of burn-in (CPU budget)
 
 
-def run_one(
-    bucket: str,
-    seed: int,
-    chains: int,
-    max_params: int | None,
-    point: str,
-    steps_factor: int,
-    burnin: str,
-) -> dict:
-    problem = ground_truth.make_dln_bucket_problem(bucket, seed, point=point)
+def recipe_for(bucket: str, args: argparse.Namespace) -> dict:
+    """The recipe's ``estimate_llc`` settings with the command line's changes applied."""
+    recipe = ground_truth.dln_recipe(bucket)
+    recipe["num_draws"] *= args.steps_factor
+    recipe["num_burnin_steps"] *= args.steps_factor
+    if args.burnin == "auto":  # until the chains stop rising (estimate_llc's doubling test)
+        recipe["num_burnin_steps"] = "auto"
+        recipe["max_burnin_steps"] = AUTO_BURNIN_CAP * recipe["num_draws"]
+    if args.step_size == "auto":
+        recipe["step_size"] = "auto"
+    if args.sampler != "sgld":
+        recipe["sampler"] = args.sampler
+    if args.sampler == "rmsprop_sgld":  # preconditioner adapted in the burn-in, then frozen
+        recipe["sampler_options"] = {"adapt_steps": recipe["num_burnin_steps"]}
+    return recipe
+
+
+def run_one(bucket: str, seed: int, args: argparse.Namespace) -> dict:
+    problem = ground_truth.make_dln_bucket_problem(bucket, seed, point=args.point)
     local = problem.local_lambda
     row = {
         "bucket": bucket,
         "seed": seed,
-        "point": point,
+        "point": args.point,
         "widths": list(problem.widths),
         "d": problem.num_params,
         "rank": problem.rank,
@@ -81,15 +94,10 @@ def run_one(
         "local_lower_bound": float(problem.lambda_lower_bound),
         "local_lambda": None if local is None else float(local),
     }
-    if max_params is not None and problem.num_params > max_params:
-        row["skipped"] = f"d = {problem.num_params} > --max-params {max_params}"
+    if args.max_params is not None and problem.num_params > args.max_params:
+        row["skipped"] = f"d = {problem.num_params} > --max-params {args.max_params}"
         return row
-    recipe = ground_truth.dln_recipe(bucket)
-    recipe["num_draws"] *= steps_factor
-    recipe["num_burnin_steps"] *= steps_factor
-    if burnin == "auto":  # until the chains stop rising (estimate_llc's doubling test)
-        recipe["num_burnin_steps"] = "auto"
-        recipe["max_burnin_steps"] = AUTO_BURNIN_CAP * recipe["num_draws"]
+    recipe = recipe_for(bucket, args)
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -98,7 +106,7 @@ def run_one(
             problem.loss_fn,
             problem.params,
             problem.data,
-            num_chains=chains,
+            num_chains=args.chains,
             progress_bar=False,
             **recipe,
         )
@@ -115,9 +123,55 @@ def run_one(
         flags=list(result.flags),
         rhat=result.rhat,
         burnin_steps=result.num_burnin_steps,
+        step_size=result.step_size,
+        acceptance=float(np.nanmean(result.acceptance)),
         recipe=recipe,
     )
+    if args.step_halving:
+        row.update(half_step(problem, seed, args, recipe, result))
     return row
+
+
+def half_step(problem, seed: int, args: argparse.Namespace, recipe: dict, result) -> dict:
+    """The same chains at half the step for twice the steps: the step-size bias, measured.
+
+    Equal Langevin time (step x steps) keeps the equilibration along the flat directions
+    the same, so the difference is the step's: with a bias linear in the step (the
+    discretisation and minibatch-noise terms at first order), the bias at the full step
+    is ``2 (lambda_hat(eps) - lambda_hat(eps / 2))`` and the extrapolation to zero step
+    is ``2 lambda_hat(eps / 2) - lambda_hat(eps)``.
+    """
+    halved = {k: v for k, v in recipe.items() if k != "max_burnin_steps"}
+    halved["step_size"] = result.step_size / 2
+    halved["num_burnin_steps"] = 2 * result.num_burnin_steps
+    halved["num_draws"] = 2 * recipe["num_draws"]
+    if args.sampler == "rmsprop_sgld":
+        halved["sampler_options"] = {"adapt_steps": halved["num_burnin_steps"]}
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        half = llc.estimate_llc(
+            jax.random.key(seed),
+            problem.loss_fn,
+            problem.params,
+            problem.data,
+            num_chains=args.chains,
+            progress_bar=False,
+            **halved,
+        )
+    lam = float(problem.true_lambda)
+    zero = 2 * half.llc_mean - result.llc_mean
+    return {
+        "half_step_llc_mean": half.llc_mean,
+        "half_step_llc_stderr": half.llc_stderr,
+        "half_step_flags": list(half.flags),
+        "half_step_time_s": time.perf_counter() - start,
+        "step_bias": 2 * (result.llc_mean - half.llc_mean),
+        "step_bias_stderr": 2 * float(np.hypot(result.llc_stderr, half.llc_stderr)),
+        "zero_step_llc_mean": zero,
+        "zero_step_llc_stderr": float(np.hypot(2 * half.llc_stderr, result.llc_stderr)),
+        "zero_step_relative_error": (lam - zero) / lam,
+    }
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -219,6 +273,16 @@ def print_row(r: dict) -> None:
     )
 
 
+def print_half_step(r: dict) -> None:
+    print(
+        f"{'':>11} half step: {r['half_step_llc_mean']:.1f} ± {r['half_step_llc_stderr']:.1f} "
+        f"(s.e.); step bias {r['step_bias']:+.1f} ± {r['step_bias_stderr']:.1f}; zero step "
+        f"{r['zero_step_llc_mean']:.1f} ({r['zero_step_relative_error']:+.3f})  "
+        f"{r['half_step_flags']}",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--buckets", nargs="+", default=["1K", "10K", "100K"])
@@ -254,14 +318,42 @@ def main() -> None:
         default="recipe",
         help="the recipe's burn-in, or num_burnin_steps='auto' (until the chains stop rising)",
     )
+    parser.add_argument(
+        "--sampler",
+        choices=["sgld", "rmsprop_sgld"],
+        default="sgld",
+        help="rmsprop_sgld adapts its preconditioner in the burn-in and then freezes it",
+    )
+    parser.add_argument(
+        "--step-size",
+        choices=["recipe", "auto"],
+        default="recipe",
+        help="the recipe's step size, or step_size='auto' (llc.calibrate's rule)",
+    )
+    parser.add_argument(
+        "--step-halving",
+        action="store_true",
+        help="rerun each problem at half the step for twice the steps: the step-size bias",
+    )
     parser.add_argument("--name", default=None, help="stem of the output files")
     args = parser.parse_args()
+    if args.sampler == "rmsprop_sgld" and args.burnin == "auto":
+        parser.error(
+            "--sampler rmsprop_sgld freezes its preconditioner at the end of a known burn-in; "
+            "use it with --burnin recipe (and --steps-factor for a longer one)."
+        )
     if args.name is None:
         args.name = "accuracy" if args.point == "teacher" else f"accuracy_{args.point}"
         if args.steps_factor != 1:
             args.name += f"_x{args.steps_factor}"
         if args.burnin == "auto":
             args.name += "_autoburnin"
+        if args.sampler != "sgld":
+            args.name += f"_{args.sampler}"
+        if args.step_size == "auto":
+            args.name += "_autostep"
+        if args.step_halving:
+            args.name += "_halving"
     buckets, seeds = list(args.buckets), args.seeds
     if args.quick:
         buckets, seeds = ["1K", "10K"], 3
@@ -275,18 +367,10 @@ def main() -> None:
     rows = []
     for bucket in buckets:
         for seed in args.seed_list or range(seeds):
-            rows.append(
-                run_one(
-                    bucket,
-                    seed,
-                    args.chains,
-                    args.max_params,
-                    args.point,
-                    args.steps_factor,
-                    args.burnin,
-                )
-            )
+            rows.append(run_one(bucket, seed, args))
             print_row(rows[-1])
+            if "step_bias" in rows[-1]:
+                print_half_step(rows[-1])
     summary = summarise(rows)
     print("\n* the LLC at this teacher provably exceeds Aoyagi's lambda (bound > lambda)")
     for b, s in summary.items():
@@ -320,6 +404,9 @@ def main() -> None:
             "point": args.point,
             "steps_factor": args.steps_factor,
             "burnin": args.burnin,
+            "sampler": args.sampler,
+            "step_size": args.step_size,
+            "step_halving": args.step_halving,
         },
     )
     if any("relative_error" in r for r in rows):
