@@ -42,14 +42,10 @@ Usage:
 """
 
 import argparse
-import time
-import warnings
 
-import jax
 import numpy as np
-from _common import RESULTS, write
+from _common import RESULTS, estimate_on, write
 
-import llc
 from llc import ground_truth
 
 PUBLISHED = {
@@ -98,18 +94,7 @@ def run_one(bucket: str, seed: int, args: argparse.Namespace) -> dict:
         row["skipped"] = f"d = {problem.num_params} > --max-params {args.max_params}"
         return row
     recipe = recipe_for(bucket, args)
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        result = llc.estimate_llc(
-            jax.random.key(seed),
-            problem.loss_fn,
-            problem.params,
-            problem.data,
-            num_chains=args.chains,
-            progress_bar=False,
-            **recipe,
-        )
+    result, seconds = estimate_on(problem, seed, args.chains, recipe)
     lam, est = row["true_lambda"], result.llc_mean
     row.update(
         llc_mean=est,
@@ -118,7 +103,7 @@ def run_one(bucket: str, seed: int, args: argparse.Namespace) -> dict:
         relative_error=(lam - est) / lam,
         local_relative_error=None if local is None else (float(local) - est) / float(local),
         bound_exceeds_lambda_by=(row["local_lower_bound"] - lam) / lam,
-        time_s=time.perf_counter() - start,
+        time_s=seconds,
         diverged_chains=int(result.diverged.sum()),
         flags=list(result.flags),
         rhat=result.rhat,
@@ -147,25 +132,14 @@ def half_step(problem, seed: int, args: argparse.Namespace, recipe: dict, result
     halved["num_draws"] = 2 * recipe["num_draws"]
     if args.sampler == "rmsprop_sgld":
         halved["sampler_options"] = {"adapt_steps": halved["num_burnin_steps"]}
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        half = llc.estimate_llc(
-            jax.random.key(seed),
-            problem.loss_fn,
-            problem.params,
-            problem.data,
-            num_chains=args.chains,
-            progress_bar=False,
-            **halved,
-        )
+    half, seconds = estimate_on(problem, seed, args.chains, halved)
     lam = float(problem.true_lambda)
     zero = 2 * half.llc_mean - result.llc_mean
     return {
         "half_step_llc_mean": half.llc_mean,
         "half_step_llc_stderr": half.llc_stderr,
         "half_step_flags": list(half.flags),
-        "half_step_time_s": time.perf_counter() - start,
+        "half_step_time_s": seconds,
         "step_bias": 2 * (result.llc_mean - half.llc_mean),
         "step_bias_stderr": 2 * float(np.hypot(result.llc_stderr, half.llc_stderr)),
         "zero_step_llc_mean": zero,

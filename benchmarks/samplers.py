@@ -26,7 +26,7 @@ import warnings
 
 import jax
 import numpy as np
-from _common import RESULTS, write
+from _common import RESULTS, estimate_on, write
 
 import llc
 from llc import ground_truth
@@ -45,18 +45,7 @@ def run_dln(bucket: str, seed: int, name: str, chains: int) -> dict:
     settings = {**ground_truth.dln_recipe(bucket), **CONFIGS[name]}
     if settings.pop("frozen", False):  # adapt the preconditioner during burn-in only
         settings["sampler_options"] = {"adapt_steps": settings["num_burnin_steps"]}
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        r = llc.estimate_llc(
-            jax.random.key(seed),
-            problem.loss_fn,
-            problem.params,
-            problem.data,
-            num_chains=chains,
-            progress_bar=False,
-            **settings,
-        )
+    r, seconds = estimate_on(problem, seed, chains, settings)
     lam = float(problem.true_lambda)
     local = None if problem.local_lambda is None else float(problem.local_lambda)
     finite = r.acceptance[np.isfinite(r.acceptance)]
@@ -78,7 +67,7 @@ def run_dln(bucket: str, seed: int, name: str, chains: int) -> dict:
         "rhat": r.rhat,
         "flags": list(r.flags),
         "diverged_chains": int(r.diverged.sum()),
-        "time_s": time.perf_counter() - start,
+        "time_s": seconds,
     }
 
 
