@@ -124,7 +124,8 @@ def half_step(problem, seed: int, args: argparse.Namespace, recipe: dict, result
     the same, so the difference is the step's: with a bias linear in the step (the
     discretisation and minibatch-noise terms at first order), the bias at the full step
     is ``2 (lambda_hat(eps) - lambda_hat(eps / 2))`` and the extrapolation to zero step
-    is ``2 lambda_hat(eps / 2) - lambda_hat(eps)``.
+    is ``2 lambda_hat(eps / 2) - lambda_hat(eps)``. Both runs use the seed's key; the
+    standard errors are computed as for independent runs.
     """
     halved = {k: v for k, v in recipe.items() if k != "max_burnin_steps"}
     halved["step_size"] = result.step_size / 2
