@@ -1,0 +1,123 @@
+"""The calibration's step-size-bias prediction, evaluated where the chains ended.
+
+``step_size="auto"`` predicts the first-order step-size bias at the end of a short
+calibration run (``llc.calibration``'s module docstring has the formula). A long run can
+carry its chains into stiffer regions than the calibration saw, and there the chosen
+step can be too large. This script reruns exactly the call that
+``accuracy.py --point minimal --sampler rmsprop_sgld --step-size auto`` makes for one
+problem (same key, same calibration), keeps each chain's final position and its mean
+per-coordinate step, and evaluates the same prediction there: the absolute bias
+``s . (nbeta diag(H) + nbeta^2 c) / 8`` per chain, relative to that chain's estimate,
+and the largest ``s_i nbeta H_ii`` (the rule's stiffness without the localizer).
+
+It reads the prediction through ``llc.calibration._local_noise``, the helper the rule
+itself uses, so the two cannot drift apart.
+
+Usage (from ``benchmarks/``)::
+
+    python end_bias.py --bucket 1K --seed 302 --steps-factor 1 16
+
+Outputs: a table on stdout and ``results/end_bias_<bucket>_seed<seed>.json``.
+"""
+
+import argparse
+import time
+import warnings
+
+import jax
+import numpy as np
+from _common import write
+from accuracy import recipe_for
+
+from llc import estimator, ground_truth
+from llc.calibration import _local_noise, calibrate_plan
+
+
+def _chosen(calibration, name: str) -> float:
+    """The grid value of ``name`` at the setting the rule recommended."""
+    rec = calibration.recommended
+    g = int(np.argmin(np.abs(calibration.localizations - rec["localization"])))
+    s = int(np.argmin(np.abs(calibration.step_sizes - rec["step_size"])))
+    return float(getattr(calibration, name)[g, s])
+
+
+def run(bucket: str, seed: int, factor: int, chains: int) -> dict:
+    args = argparse.Namespace(
+        steps_factor=factor, burnin="recipe", step_size="auto", sampler="rmsprop_sgld"
+    )
+    problem = ground_truth.make_dln_bucket_problem(bucket, seed, point="minimal")
+    start = time.perf_counter()
+    plan = estimator.make_plan(
+        jax.random.key(seed),
+        problem.loss_fn,
+        problem.params,
+        problem.data,
+        num_chains=chains,
+        **recipe_for(bucket, args),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        calibration = calibrate_plan(plan, short=True)
+        plan = plan._replace(step_size=calibration.recommended["step_size"])
+        plan = plan._replace(config=plan.config._replace(record_scale=True))
+        out = estimator.execute(plan)
+        result = estimator.assemble(plan, out, start, calibration=calibration, warn=False)
+    rows = min(plan.eval_rows, plan.num_data)
+    head = jax.tree.map(lambda x: x[:rows], plan.data)
+    keys = jax.random.split(jax.random.fold_in(plan.rng_key, 13), 2)
+    bias, stiffness = [], []
+    for c in range(chains):
+        where = jax.tree.map(lambda x, c=c: x[c], out.final_position)
+        diag, variance = _local_noise(
+            *keys, plan.loss_fn, where, plan.data, head, plan.config.batch_size
+        )
+        curv = plan.nbeta * np.clip(diag, 0, None)
+        scale = np.asarray(out.scale[c], np.float64)
+        absolute = float(scale @ (curv + plan.nbeta**2 * variance)) / 8
+        bias.append(absolute / abs(result.llc_per_chain[c]))
+        stiffness.append(float(np.max(np.asarray(out.scale_max[c]) * curv)))
+    return {
+        "bucket": bucket,
+        "seed": seed,
+        "steps_factor": factor,
+        "true_lambda": float(problem.true_lambda),
+        "llc_mean": result.llc_mean,
+        "llc_per_chain": result.llc_per_chain.tolist(),
+        "step_size": float(plan.step_size),
+        "calibration_predicted_bias": _chosen(calibration, "predicted_bias"),
+        "end_predicted_bias": bias,
+        "end_stiffness": stiffness,
+        "end_distance": out.distance[:, -1].tolist(),
+        "flags": list(result.flags),
+        "time_s": time.perf_counter() - start,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--bucket", default="1K", choices=sorted(ground_truth.DLN_BUCKETS))
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--steps-factor", type=int, nargs="+", default=[1])
+    parser.add_argument("--chains", type=int, default=4)
+    args = parser.parse_args()
+    print(
+        f"{'factor':>6} {'lambda':>7} {'lambda_hat':>10} {'bias at calibration':>19} "
+        f"{'bias at the end (per chain)':>30} {'stiffness':>9} {'distance':>8}"
+    )
+    rows = []
+    for factor in args.steps_factor:
+        r = run(args.bucket, args.seed, factor, args.chains)
+        rows.append(r)
+        ends = " ".join(f"{b:.1%}" for b in r["end_predicted_bias"])
+        print(
+            f"{factor:>6} {r['true_lambda']:>7.1f} {r['llc_mean']:>10.1f} "
+            f"{r['calibration_predicted_bias']:>19.1%} {ends:>30} "
+            f"{max(r['end_stiffness']):>9.2f} {np.mean(r['end_distance']):>8.1f}",
+            flush=True,
+        )
+    path = write(f"end_bias_{args.bucket}_seed{args.seed}", {"runs": rows})
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()
