@@ -61,6 +61,23 @@ def estimate_on(problem: ground_truth.Problem, seed: int, chains: int, settings:
     return result, time.perf_counter() - start
 
 
+def problem_row(bucket: str, seed: int, point: str, problem: ground_truth.Problem) -> dict:
+    """The description of a DLN bucket problem that every benchmark row starts with."""
+    local = problem.local_lambda
+    return {
+        "bucket": bucket,
+        "seed": seed,
+        "point": point,
+        "widths": list(problem.widths),
+        "d": problem.num_params,
+        "rank": problem.rank,
+        "true_lambda": float(problem.true_lambda),
+        "multiplicity": problem.multiplicity,
+        "local_lower_bound": float(problem.lambda_lower_bound),
+        "local_lambda": None if local is None else float(local),
+    }
+
+
 def write(name: str, payload: dict) -> Path:
     """Write ``payload`` (plus the machine description) to ``results/<name>.json``."""
     RESULTS.mkdir(exist_ok=True)

@@ -44,7 +44,7 @@ Usage:
 import argparse
 
 import numpy as np
-from _common import RESULTS, estimate_on, write
+from _common import RESULTS, estimate_on, problem_row, write
 
 from llc import ground_truth
 
@@ -78,18 +78,7 @@ def recipe_for(bucket: str, args: argparse.Namespace) -> dict:
 def run_one(bucket: str, seed: int, args: argparse.Namespace) -> dict:
     problem = ground_truth.make_dln_bucket_problem(bucket, seed, point=args.point)
     local = problem.local_lambda
-    row = {
-        "bucket": bucket,
-        "seed": seed,
-        "point": args.point,
-        "widths": list(problem.widths),
-        "d": problem.num_params,
-        "rank": problem.rank,
-        "true_lambda": float(problem.true_lambda),
-        "multiplicity": problem.multiplicity,
-        "local_lower_bound": float(problem.lambda_lower_bound),
-        "local_lambda": None if local is None else float(local),
-    }
+    row = problem_row(bucket, seed, args.point, problem)
     if args.max_params is not None and problem.num_params > args.max_params:
         row["skipped"] = f"d = {problem.num_params} > --max-params {args.max_params}"
         return row

@@ -35,7 +35,7 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import write
+from _common import problem_row, write
 
 import llc
 from llc import ground_truth
@@ -114,18 +114,11 @@ def run_one(bucket: str, seed: int, args: argparse.Namespace) -> dict:
         for t in (result.loss_trace[:, :half], result.loss_trace[:, half:])
     ]
     return {
-        "bucket": bucket,
-        "seed": seed,
-        "point": args.point,
-        "widths": list(problem.widths),
-        "d": problem.num_params,
-        "rank": problem.rank,
-        "true_lambda": lam,
-        "local_lambda": None if problem.local_lambda is None else float(problem.local_lambda),
+        **problem_row(bucket, seed, args.point, problem),
         "moment_form_gap": gap,
         "llc_mean": result.llc_mean,
         "llc_std": result.llc_std,
-        "llc_stderr": result.llc_std / math.sqrt(result.num_chains),
+        "llc_stderr": result.llc_std / math.sqrt(max(int(np.sum(~result.diverged)), 1)),
         "llc_first_half": per_half[0],
         "llc_second_half": per_half[1],
         "finite_n_gap": (lam - result.llc_mean) / lam,
