@@ -10,8 +10,8 @@ per-coordinate step, and evaluates the same prediction there: the absolute bias
 ``s . (nbeta diag(H) + nbeta^2 c) / 8`` per chain, relative to that chain's estimate,
 and the largest ``s_i nbeta H_ii`` (the rule's stiffness without the localizer).
 
-It reads the prediction through ``llc.calibration._local_noise``, the helper the rule
-itself uses, so the two cannot drift apart.
+It computes the prediction with ``llc.calibration.predicted_bias_at``, the function the
+rule itself uses, so the two cannot drift apart.
 
 Usage (from ``benchmarks/``)::
 
@@ -30,7 +30,7 @@ from _common import write
 from accuracy import recipe_for
 
 from llc import estimator, ground_truth
-from llc.calibration import _local_noise, calibrate_plan
+from llc.calibration import calibrate_plan, predicted_bias_at
 
 
 def _chosen(calibration, name: str) -> float:
@@ -68,13 +68,8 @@ def run(bucket: str, seed: int, factor: int, chains: int) -> dict:
     bias, stiffness = [], []
     for c in range(chains):
         where = jax.tree.map(lambda x, c=c: x[c], out.final_position)
-        diag, variance = _local_noise(
-            *keys, plan.loss_fn, where, plan.data, head, plan.config.batch_size
-        )
-        curv = plan.nbeta * np.clip(diag, 0, None)
-        scale = np.asarray(out.scale[c], np.float64)
-        absolute = float(scale @ (curv + plan.nbeta**2 * variance)) / 8
-        bias.append(absolute / abs(result.llc_per_chain[c]))
+        absolute, curv = predicted_bias_at(keys, plan, where, head, out.scale[c])
+        bias.append(float(absolute) / abs(result.llc_per_chain[c]))
         stiffness.append(float(np.max(np.asarray(out.scale_max[c]) * curv)))
     return {
         "bucket": bucket,

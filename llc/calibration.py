@@ -220,6 +220,21 @@ def _local_noise(probe_key, batch_key, loss_fn, params, data, head, batch_size):
     return diag, np.asarray(variance, np.float64)
 
 
+def predicted_bias_at(noise_keys, plan, where, head, steps):
+    """The rule's first-order step-size bias of steps ``steps`` at the point ``where``.
+
+    Returns ``(absolute, curv)``: ``steps @ (nbeta diag(H) + nbeta^2 c) / 8`` (one value
+    per row of ``steps``, the per-coordinate steps of a chain) and ``nbeta diag(H)``
+    clipped at 0, both measured at ``where`` (the module docstring has the derivation).
+    """
+    diag, variance = _local_noise(
+        *noise_keys, plan.loss_fn, where, plan.data, head, plan.config.batch_size
+    )
+    curv = plan.nbeta * np.clip(diag, 0, None)
+    noise = plan.nbeta**2 * variance
+    return np.asarray(steps, np.float64) @ (curv + noise) / 8, curv
+
+
 def default_step_sizes(
     model: CurvatureModel, *, nbeta: float, localization: float, sampler: str, options: dict
 ) -> np.ndarray:
@@ -481,12 +496,8 @@ def _evaluate_grid(plan, config, model, gammas, step_sizes, thresholds) -> dict:
             continue
         chain = int(np.flatnonzero(finite)[0])
         where = jax.tree.map(lambda x, c=chain: x[c], one.final_position)
-        diag, variance = _local_noise(
-            *noise_keys, plan.loss_fn, where, plan.data, head, config.batch_size
-        )
-        curv = plan.nbeta * np.clip(diag, 0, None)
-        noise = plan.nbeta**2 * variance
-        absolute = float(np.mean(steps @ (curv + noise))) / 8
+        per_chain, curv = predicted_bias_at(noise_keys, plan, where, head, steps)
+        absolute = float(np.mean(per_chain))
         bias[at] = absolute / max(abs(r.llc_mean), 1e-12)
         stiff = float(np.max(one.scale_max[finite] * (curv + g)))
         if not preconditioned:
