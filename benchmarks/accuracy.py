@@ -98,9 +98,14 @@ def run_one(bucket: str, seed: int, args: argparse.Namespace) -> dict:
         rhat=result.rhat,
         burnin_steps=result.num_burnin_steps,
         step_size=result.step_size,
+        predicted_step_bias=None
+        if result.predicted_step_bias is None
+        else result.predicted_step_bias.tolist(),
         acceptance=float(np.nanmean(result.acceptance)),
         recipe=recipe,
     )
+    if result.calibration is not None:
+        row["calibration_step_size"] = result.calibration.recommended["step_size"]
     if args.step_halving:
         row.update(half_step(problem, seed, args, recipe, result))
     return row

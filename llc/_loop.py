@@ -79,6 +79,7 @@ class RunOutput(NamedTuple):
     scale_max: Array  # (chains, d): its maximum over the draws, or (chains, 0)
     final_position: ArrayTree = ()  # each chain's last position (with record_scale), or ()
     final_carry: tuple = ()  # (states, first_nonfinite_step) when config.chunked, or ()
+    step_sizes: tuple = ()  # the step sizes the burn-in ran at, when it followed the chains
 
 
 def make_hyper(

@@ -42,7 +42,10 @@ predicted bias is 0.8%). The floor caught what the prediction missed on an MLP t
 interpolation on scikit-learn's digits (notebook 4), where the calibration estimate
 rose 25-fold across the grid at acceptances down to 0.12.
 
-``estimate_llc(..., step_size="auto")`` applies this rule with the default grid.
+``estimate_llc(..., step_size="auto")`` applies this rule with the default grid, and then
+keeps applying the bias cap during the burn-in, where the chains are (see
+``llc.estimator._follow_burnin``): a long run can carry them into regions stiffer than the
+calibration's short run saw.
 """
 
 import math
@@ -233,6 +236,30 @@ def predicted_bias_at(noise_keys, plan, where, head, steps):
     curv = plan.nbeta * np.clip(diag, 0, None)
     noise = plan.nbeta**2 * variance
     return np.asarray(steps, np.float64) @ (curv + noise) / 8, curv
+
+
+def chain_bias(plan, positions, steps, alive) -> np.ndarray:
+    """The rule's predicted (absolute) step-size bias at every chain's position.
+
+    Args:
+        plan: the :class:`llc.estimator.Plan` of the run.
+        positions: the chains' positions (every leaf with a leading chain axis).
+        steps: ``(chains, d)`` each chain's per-coordinate steps.
+        alive: ``(chains,)`` bool, the chains to evaluate (not diverged).
+
+    Returns:
+        ``(chains,)``: :func:`predicted_bias_at` in units of ``nbeta (L - L*)``, NaN for
+        the chains not evaluated or with non-finite steps.
+    """
+    rows = min(plan.eval_rows, plan.num_data)
+    head = jax.tree.map(lambda x: x[:rows], plan.data)
+    noise_keys = jax.random.split(jax.random.fold_in(plan.rng_key, 13), 2)
+    steps = np.asarray(steps, np.float64)
+    out = np.full(steps.shape[0], np.nan)
+    for c in np.flatnonzero(np.asarray(alive) & np.all(np.isfinite(steps), axis=1)):
+        where = jax.tree.map(lambda x, c=c: x[c], positions)
+        out[c] = float(predicted_bias_at(noise_keys, plan, where, head, steps[c][None])[0][0])
+    return out
 
 
 def default_step_sizes(

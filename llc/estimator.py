@@ -26,6 +26,8 @@ _BLOWUP_PER_PARAM = 1e4
 _RISE_T = 3.0  # not_stationary: the rise must exceed this many standard errors ...
 _RISE_REL = 0.02  # ... and this fraction of the estimate
 _AUTO_BURNIN_WINDOWS = 128  # num_burnin_steps="auto": default cap, in windows of the draws
+_FOLLOW_SEGMENTS = 4  # step_size="auto": burn-in segments after which the step is re-judged
+_MAX_STEP_BIAS = 0.025  # step_size_bias: the calibration rule's default max_bias
 
 
 class LLCResult(NamedTuple):
@@ -86,7 +88,13 @@ class LLCResult(NamedTuple):
         evidence: for each flag, the numbers behind it and the remedy.
         wall_time: seconds for the whole call, compilation included.
         calibration: with ``step_size="auto"``, the :class:`llc.CalibrationResult` that
-            chose the step size; otherwise None.
+            chose the step size (its ``rule`` says how the burn-in then followed the
+            chains); otherwise None.
+        predicted_step_bias: ``(chains,)`` the calibration rule's first-order step-size
+            bias (:func:`llc.calibration.predicted_bias_at`) at each chain's final
+            position with its own steps, relative to ``llc_mean`` (NaN for a diverged
+            chain); flagged ``step_size_bias`` when the mean exceeds 2.5% (or
+            ``step_size="auto"``'s ``max_bias``). None for NUTS.
     """
 
     llc_mean: float
@@ -126,6 +134,7 @@ class LLCResult(NamedTuple):
     evidence: dict
     wall_time: float
     calibration: object = None
+    predicted_step_bias: np.ndarray | None = None
 
     @property
     def llc_stderr(self) -> float:
@@ -234,6 +243,10 @@ def estimate_llc(
             :func:`llc.calibrate` first (a short vectorised grid of step sizes around
             the curvature scale ``1 / (nbeta * mu_max + localization)``) and uses the
             step size it recommends; the calibration is kept in ``result.calibration``.
+            With a fixed ``num_burnin_steps`` the burn-in then follows the chains: it
+            runs in four segments, and after each of the first three the rule's
+            predicted bias is re-evaluated where the chains are and the step shrunk to
+            the rule's cap if it is exceeded (``result.step_size`` is the final one).
             None for ``sampler="nuts"``, which adapts its own.
         localization: gamma >= 0, strength of the Gaussian localizer at w*.
         nbeta: n times the inverse temperature; default ``n / log n``.
@@ -352,16 +365,49 @@ def estimate_llc(
         max_burnin_steps=_auto_burnin_cap(num_burnin_steps, max_burnin_steps),
     )
     calibration = None
+    max_bias = _MAX_STEP_BIAS
+    if plan.sampler != "nuts":  # each chain's steps and end point, for step_size_bias
+        plan = plan._replace(config=plan.config._replace(record_scale=True))
     if plan.step_size == "auto":
         from llc.calibration import calibrate_plan  # calibrate builds on this module
 
         calibration = calibrate_plan(plan, short=True)
-        plan = plan._replace(step_size=calibration.recommended["step_size"])
+        max_bias = calibration.max_bias
+        plan = plan._replace(
+            step_size=calibration.recommended["step_size"],
+            follow_bias=0.0 if plan.max_burnin_steps else max_bias,
+        )
     out = execute(plan)
     if plan.max_burnin_steps:  # the burn-in that "auto" ran
         config = plan.config._replace(num_burnin_steps=out.burnin_delta.shape[1])
         plan = plan._replace(config=config)
-    return assemble(plan, out, t0, calibration=calibration)
+    if len(set(out.step_sizes)) > 1:  # the burn-in shrank the step where the chains went
+        plan = plan._replace(step_size=float(out.step_sizes[-1]))
+        calibration = calibration._replace(
+            rule=calibration.rule
+            + " The burn-in then followed the chains: step sizes "
+            + ", ".join(f"{e:.3g}" for e in out.step_sizes)
+            + f" in its {len(out.step_sizes)} segments (each shrunk to a predicted bias of "
+            f"{max_bias:.1%} where the chains were)."
+        )
+    step_bias = None
+    if plan.sampler != "nuts":
+        step_bias = end_step_bias(plan, out)
+    return assemble(plan, out, t0, calibration=calibration, step_bias=step_bias, max_bias=max_bias)
+
+
+def end_step_bias(plan, out) -> np.ndarray | None:
+    """The rule's predicted step-size bias at each chain's final position.
+
+    In units of ``nbeta (L - L*)`` per chain (NaN for a diverged chain), or None when the
+    run did not record its steps (``record_scale``); :func:`assemble` turns it into the
+    ``step_size_bias`` flag.
+    """
+    from llc.calibration import chain_bias  # calibration builds on this module
+
+    if not out.scale.size or not jax.tree.leaves(out.final_position):
+        return None
+    return chain_bias(plan, out.final_position, out.scale, out.first_nonfinite_step < 0)
 
 
 class Plan(NamedTuple):
@@ -386,6 +432,7 @@ class Plan(NamedTuple):
     show_progress: bool
     chunk_draws: int | None = None
     max_burnin_steps: int = 0  # > 0: num_burnin_steps="auto", config's is one window
+    follow_bias: float = 0.0  # > 0: the burn-in shrinks the step to this predicted bias
 
 
 def make_plan(
@@ -609,6 +656,9 @@ def execute(plan: Plan) -> _loop.RunOutput:
             )
             if plan.max_burnin_steps:
                 return _execute_chunks(plan, hyper, *_auto_burnin(plan, hyper, config))
+            if plan.follow_bias and config.num_burnin_steps >= _FOLLOW_SEGMENTS:
+                hyper, history, *burnin = _follow_burnin(plan, hyper, config)
+                return _execute_chunks(plan, hyper, *burnin)._replace(step_sizes=history)
             return _execute_chunks(plan, hyper, config)
         return jax.tree.map(np.asarray, out)
     finally:
@@ -675,6 +725,54 @@ def _auto_burnin(plan: Plan, hyper, config):
             check_at *= 2
     burnin = np.concatenate(parts, axis=1) if parts else np.zeros((config.num_chains, 0))
     return config._replace(num_burnin_steps=steps), resume, burnin
+
+
+def _follow_burnin(plan: Plan, hyper, config):
+    """Burn in with a step size that follows the chains (``step_size="auto"``).
+
+    The calibration judges its step where a short run's chains end; a long run can carry
+    them into stiffer regions (on deep linear networks, along the flat directions). So the
+    burn-in runs in ``_FOLLOW_SEGMENTS`` equal segments (each one compiled call resuming
+    the last one's carry: the chains are those of one run), and after every segment but
+    the last the rule's predicted step-size bias is evaluated at each chain's position
+    with its own per-coordinate steps (:func:`llc.calibration.chain_bias`). Where the
+    chains' mean, relative to their mean ``nbeta (L - L*)`` over the segment's second half,
+    exceeds ``plan.follow_bias``, the step shrinks by that ratio (the prediction is first
+    order in the step). The last segment, and the draws, run at the final step.
+
+    Returns:
+        ``(hyper, step_sizes, config, resume, burnin_delta)``: the final hyperparameters,
+        the step size of every segment, and :func:`_execute_chunks`'s arguments.
+    """
+    from llc.calibration import chain_bias  # calibration builds on this module
+
+    total = config.num_burnin_steps
+    size = -(-total // _FOLLOW_SEGMENTS)
+    chunk = config._replace(num_draws=0, chunked=True, progress_total=config.total_steps)
+    sampler = samplers.SAMPLERS[plan.sampler]
+    resume, parts, steps, history = None, [], 0, []
+    while steps < total:
+        this = min(size, total - steps)
+        history.append(float(hyper.step_size))
+        out = _run_chunk(plan, hyper, resume, chunk._replace(num_burnin_steps=this))
+        states, first_bad = out.final_carry
+        steps += this
+        resume = (states, first_bad, jax.numpy.int32(steps), jax.numpy.int32(0))
+        part = np.asarray(out.burnin_delta, np.float64)
+        parts.append(part)
+        alive = np.asarray(first_bad) < 0
+        if steps >= total or not alive.any():
+            continue
+        scale = jax.vmap(lambda s, h=hyper: _loop._step_scale(sampler, s, h, plan.params))(states)
+        level = abs(float(np.mean(plan.nbeta * part[alive, this // 2 :])))
+        absolute = chain_bias(plan, states.position, scale, alive)
+        if not np.isfinite(absolute).any():
+            continue
+        bias = float(np.nanmean(absolute)) / max(level, 1e-12)
+        if bias > plan.follow_bias:
+            hyper = hyper._replace(step_size=hyper.step_size * (plan.follow_bias / bias))
+    burnin = np.concatenate(parts, axis=1)
+    return hyper, tuple(history), config, resume, burnin
 
 
 def _joined(parts, alive, nbeta) -> np.ndarray:
@@ -750,7 +848,11 @@ def _execute_chunks(plan: Plan, hyper, config, resume=None, burnin=None) -> _loo
         return np.concatenate([getattr(p, name) for p in parts], axis=1)
 
     first = parts[0]
+    sizes = np.array([p.delta.shape[1] for p in parts], np.float64)
     return first._replace(
+        scale=sum(w * p.scale for w, p in zip(sizes, parts, strict=True)) / max(sizes.sum(), 1),
+        scale_max=np.maximum.reduce([p.scale_max for p in parts]),
+        final_position=parts[-1].final_position,
         burnin_delta=first.burnin_delta if burnin is None else burnin.astype(first.delta.dtype),
         delta=joined("delta"),
         distance=joined("distance"),
@@ -772,11 +874,15 @@ def assemble(
     init_loss=None,
     warn: bool = True,
     calibration=None,
+    step_bias=None,
+    max_bias: float = _MAX_STEP_BIAS,
 ) -> LLCResult:
     """Turn one run's host traces into an :class:`LLCResult` with its flags.
 
     ``step_size``, ``localization``, ``nbeta`` and ``init_loss`` override the plan's (a
     calibration grid or a trajectory shares one plan across settings or anchors).
+    ``step_bias`` is the predicted step-size bias per chain at its final position
+    (:func:`end_step_bias`, absolute), flagged ``step_size_bias`` above ``max_bias``.
     """
     step_size = plan.step_size if step_size is None else step_size
     localization = plan.localization if localization is None else localization
@@ -887,6 +993,30 @@ def assemble(
             "probably too large (discretisation bias) or the chains are not localized; "
             "lower step_size or raise localization."
         )
+    if step_bias is not None:
+        step_bias = step_bias / max(abs(llc_mean), 1e-12)  # relative to the estimate
+    if step_bias is not None and np.isfinite(step_bias).any():
+        end = float(np.nanmean(step_bias))
+        if end > max_bias:
+            flags.append("step_size_bias")
+            at_calibration = ""
+            if calibration is not None:
+                g = int(np.argmin(np.abs(calibration.localizations - localization)))
+                chosen = calibration.recommended["step_size"]
+                s = int(np.argmin(np.abs(calibration.step_sizes - chosen)))
+                at_calibration = (
+                    f" (the calibration predicted {calibration.predicted_bias[g, s]:.1%} where "
+                    "its short run ended)"
+                )
+            evidence["step_size_bias"] = (
+                f"the predicted first-order step-size bias where the chains ended is "
+                f"{end:.1%} of the estimate (per chain: "
+                f"{', '.join(f'{b:.1%}' for b in step_bias)}), above {max_bias:.1%}"
+                f"{at_calibration}, so llc_mean is biased upward by about that much or "
+                "more (on deep linear networks the measured bias was 2-4 times this "
+                "prediction: the chains spread into stiffer regions). Halve step_size and "
+                "double the steps, or compare a run at half the step."
+            )
     if flags and warn:
         warnings.warn(
             "LLC estimate flagged: " + " | ".join(f"[{f}] {evidence[f]}" for f in flags),
@@ -932,6 +1062,7 @@ def assemble(
         evidence=evidence,
         wall_time=time.perf_counter() - t0,
         calibration=calibration,
+        predicted_step_bias=step_bias,
     )
 
 

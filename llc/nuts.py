@@ -34,8 +34,12 @@ def run_nuts(
     num_chains: int,
     num_warmup: int,
     num_draws: int,
+    starts: ArrayTree | None = None,
 ) -> RunOutput:
     """``num_chains`` NUTS chains from the anchor, each with its own window adaptation.
+
+    ``starts`` (every leaf with a leading chain axis) starts the chains elsewhere, e.g. where
+    another sampler's chains ended; the target is still the one localized at the anchor.
 
     Returns a :class:`llc._loop.RunOutput` whose ``burnin_delta`` is empty (the warm-up
     adapts the kernel, so its draws are not from the target) and whose ``acceptance``
@@ -47,10 +51,10 @@ def run_nuts(
         sq = sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(dw))
         return -nbeta * loss_fn(w, data) - 0.5 * localization * sq
 
-    def one_chain(key):
+    def one_chain(key, start):
         warm_key, sample_key = jax.random.split(key)
         warmup = blackjax.window_adaptation(blackjax.nuts, logdensity)
-        (state, parameters), _ = warmup.run(warm_key, anchor, num_steps=num_warmup)
+        (state, parameters), _ = warmup.run(warm_key, start, num_steps=num_warmup)
         step = blackjax.nuts(logdensity, **parameters).step
 
         def body(state, key):
@@ -64,7 +68,9 @@ def run_nuts(
         _, (delta, dist, acc) = jax.lax.scan(body, state, keys)
         return delta, dist, acc
 
-    delta, dist, acc = jax.vmap(one_chain)(jax.random.split(rng_key, num_chains))
+    if starts is None:
+        starts = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_chains, *x.shape)), anchor)
+    delta, dist, acc = jax.vmap(one_chain)(jax.random.split(rng_key, num_chains), starts)
     empty = jnp.zeros((num_chains, 0), delta.dtype)
     first_bad = jnp.where(
         jnp.all(jnp.isfinite(delta), axis=1), -1, num_warmup + jnp.argmax(~jnp.isfinite(delta), 1)

@@ -151,6 +151,7 @@ def estimate_llc_trajectory(
         full_loss_every=full_loss_every,
         acceptance_checks=acceptance_checks,
     )
+    plan = plan._replace(config=plan.config._replace(record_scale=True))  # step_size_bias
     checkpoints = jax.tree.map(lambda x, p: jnp.asarray(x, p.dtype), checkpoints, plan.params)
     anchors = [jax.tree.map(lambda x, t=t: x[t], checkpoints) for t in range(num_checkpoints)]
     init_losses = [plan.init_loss] + [
@@ -177,7 +178,8 @@ def estimate_llc_trajectory(
     for t in range(num_checkpoints):
         one = jax.tree.map(lambda x, t=t: x[t], out)
         at = plan._replace(params=anchors[t], init_loss=init_losses[t])
-        results.append(_estimator.assemble(at, one, t0, warn=False))
+        step_bias = _estimator.end_step_bias(at, one)
+        results.append(_estimator.assemble(at, one, t0, warn=False, step_bias=step_bias))
     return TrajectoryResult(
         llc_mean=np.array([r.llc_mean for r in results]),
         llc_stderr=np.array([r.llc_stderr for r in results]),

@@ -96,6 +96,32 @@ def test_auto_step_size_on_a_model_it_was_not_designed_on():
     assert abs(r.llc_mean - target) <= allowed, (r.llc_mean, target, allowed)
 
 
+def test_auto_step_size_follows_the_chains_into_stiffer_regions():
+    # L = (1 + a |u|^2) |v|^2 / 2 with 40 flat coordinates u, held only by the localizer
+    # (gamma = 1: |u|^2 -> about 40 over 2 / (eps gamma) ~ 40,000 steps), and 8 stiff
+    # coordinates v whose curvature grows with |u|^2, up to 5 times its value at w*. The
+    # calibration's short run sees the curvature near w*; the burn-in must then shrink the
+    # step as the chains spread. The exact continuous-time target is
+    # (8/2) E[k / (k + gamma)], within 0.1% of 4 (k = nbeta (1 + a |u|^2) >= 1085), and the
+    # estimate must meet it within 4 standard errors plus the 2.5% bias the rule allows.
+    def loss_fn(w, batch):
+        return 0.5 * (1 + 0.1 * jnp.sum(w["u"] ** 2)) * jnp.sum(w["v"] ** 2)
+
+    r = llc.estimate_llc(
+        jax.random.key(0),
+        loss_fn,
+        {"u": jnp.zeros(40), "v": jnp.zeros(8)},
+        dummy_data(N),
+        step_size="auto",
+        num_chains=4,
+        num_draws=4000,
+        num_burnin_steps=40_000,
+    )
+    assert r.step_size < 0.8 * r.calibration.recommended["step_size"]
+    assert "followed the chains" in r.calibration.rule
+    assert abs(r.llc_mean - 4.0) <= 4 * r.llc_stderr + 0.025 * 4.0, r.llc_mean
+
+
 def test_calibration_checks_its_input():
     loss_fn, w, data = regression()
     with pytest.raises(ValueError, match="step_sizes"):

@@ -1,0 +1,173 @@
+"""The sampler's error without minibatch noise: full-batch chains on the loss's moment form.
+
+``exact_target.py`` writes the accuracy benchmark's DLN loss in its exact moment form,
+``L_n(w) = tr((P(w) - P*)^T S (P(w) - P*)) / H_out``, on which a full-data gradient is a
+few small matrix products. This script runs the benchmark's samplers full batch on that
+form at the benchmark's n, nbeta and gamma = 1, at a given step size (a number, or
+``auto``: ``llc.calibrate``'s rule, with the burn-in following the chains) and
+``--steps-factor`` times the recipe's 9,000 burn-in steps and 1,000 draws. At ~1K a run
+takes under a minute on 2 cores, so the error against ``exact_target.py``'s NUTS targets
+can be split into its parts: the step-size dependence (rerun at half the step for twice
+the steps), the minibatch noise (compare with ``accuracy.py``), the run length.
+
+``--nuts-from-ends`` then restarts full-batch NUTS (blackjax, window adaptation) from
+the chains' final positions: if NUTS from there returns to its target from w*, the
+chains' excess is the sampler's and not a region NUTS from w* failed to reach.
+
+Usage (from ``benchmarks/``)::
+
+    python full_batch.py --seeds 302 0 4 --step-size auto --steps-factor 4
+    python full_batch.py --seeds 302 --step-size 5e-7 --steps-factor 4
+    python full_batch.py --seeds 302 --sampler rmsprop_sgld --step-size 9.946e-9 --nuts-from-ends
+
+Outputs: a table on stdout and ``results/<name>.json`` (default ``full_batch``).
+"""
+
+import argparse
+import time
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from _common import problem_row, write
+from exact_target import check_moment_form, moment_form
+
+from llc import estimate_llc, estimator, ground_truth, nuts
+
+
+def nuts_from(problem, loss_fn, nbeta, localization, starts, warmup: int, draws: int, seed: int):
+    """Full-batch NUTS (``llc.nuts.run_nuts``) started at ``starts`` (a leading chain axis)."""
+    anchor = tuple(jnp.asarray(w) for w in problem.params)
+    base = jnp.asarray(float(loss_fn(anchor, None)), jnp.float32)
+    out = nuts.run_nuts(
+        jax.random.key(seed + 7),
+        anchor,
+        problem.data,
+        jnp.float32(nbeta),
+        jnp.float32(localization),
+        base,
+        jnp.float32(0.0),
+        loss_fn=loss_fn,
+        num_chains=jax.tree.leaves(starts)[0].shape[0],
+        num_warmup=warmup,
+        num_draws=draws,
+        starts=starts,
+    )
+    lam = nbeta * np.asarray(out.delta, np.float64)
+    return {
+        "nuts_llc_mean": float(lam.mean()),
+        "nuts_llc_per_chain": lam.mean(axis=1).tolist(),
+        "nuts_halves": [float(lam[:, : draws // 2].mean()), float(lam[:, draws // 2 :].mean())],
+        "nuts_final_distance": np.asarray(out.distance)[:, -1].tolist(),
+    }
+
+
+def run_one(seed: int, args: argparse.Namespace) -> dict:
+    problem = ground_truth.make_dln_bucket_problem(args.bucket, seed, point=args.point)
+    loss_fn = moment_form(problem)
+    gap = check_moment_form(problem, loss_fn, seed)
+    if gap > 1e-2:
+        msg = f"moment form is {gap:.2e} off the data loss in nbeta units (seed {seed})"
+        raise RuntimeError(msg)
+    recipe = ground_truth.dln_recipe(args.bucket)
+    burnin = recipe["num_burnin_steps"] * args.steps_factor
+    options = {"adapt_steps": burnin} if args.sampler == "rmsprop_sgld" else None
+    step = args.step_size if args.step_size == "auto" else float(args.step_size)
+    settings = {
+        "localization": recipe["localization"],
+        "sampler": args.sampler,
+        "sampler_options": options,
+        "num_chains": args.chains,
+        "num_draws": recipe["num_draws"] * args.steps_factor,
+        "num_burnin_steps": burnin,
+    }
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = estimate_llc(
+            jax.random.key(seed),
+            loss_fn,
+            problem.params,
+            problem.data,
+            step_size=step,
+            progress_bar=False,
+            **settings,
+        )
+    row = {
+        **problem_row(args.bucket, seed, args.point, problem),
+        "sampler": args.sampler,
+        "steps_factor": args.steps_factor,
+        "step_size": result.step_size,
+        "calibration_step_size": None
+        if result.calibration is None
+        else result.calibration.recommended["step_size"],
+        "llc_mean": result.llc_mean,
+        "llc_stderr": result.llc_stderr,
+        "llc_per_chain": result.llc_per_chain.tolist(),
+        "predicted_step_bias": result.predicted_step_bias.tolist(),
+        "final_distance": result.distance_trace[:, -1].tolist(),
+        "flags": list(result.flags),
+        "time_s": time.perf_counter() - start,
+    }
+    if args.nuts_from_ends:  # the same chains again (a fixed step), for their end points
+        plan = estimator.make_plan(
+            jax.random.key(seed),
+            loss_fn,
+            problem.params,
+            problem.data,
+            step_size=step,
+            **settings,
+        )
+        out = estimator.execute(plan._replace(config=plan.config._replace(record_scale=True)))
+        row.update(
+            nuts_from(
+                problem,
+                loss_fn,
+                plan.nbeta,
+                plan.localization,
+                out.final_position,
+                args.warmup,
+                args.draws,
+                seed,
+            )
+        )
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--bucket", default="1K", choices=sorted(ground_truth.DLN_BUCKETS))
+    parser.add_argument("--seeds", type=int, nargs="+", required=True)
+    parser.add_argument("--point", choices=["teacher", "minimal"], default="minimal")
+    parser.add_argument("--sampler", choices=["sgld", "rmsprop_sgld"], default="sgld")
+    parser.add_argument("--step-size", default="auto", help="a number, or 'auto'")
+    parser.add_argument("--steps-factor", type=int, default=4)
+    parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument("--nuts-from-ends", action="store_true")
+    parser.add_argument("--warmup", type=int, default=500, help="NUTS adaptation steps")
+    parser.add_argument("--draws", type=int, default=500, help="NUTS draws")
+    parser.add_argument("--name", default="full_batch")
+    args = parser.parse_args()
+    if args.nuts_from_ends and args.step_size == "auto":
+        parser.error(
+            "--nuts-from-ends reruns the chains at a fixed step: give --step-size a number"
+        )
+    rows = []
+    print(f"{'seed':>5} {'lambda':>7} {'step':>9} {'lambda_hat':>14} {'end bias':>8}  flags")
+    for seed in args.seeds:
+        r = run_one(seed, args)
+        rows.append(r)
+        nuts = f"  NUTS from the ends {r['nuts_llc_mean']:.1f}" if "nuts_llc_mean" in r else ""
+        print(
+            f"{seed:>5} {r['true_lambda']:>7.1f} {r['step_size']:>9.3g} "
+            f"{r['llc_mean']:>7.1f} ± {r['llc_stderr']:<4.1f} "
+            f"{np.nanmean(r['predicted_step_bias']):>8.1%}  {r['flags']}{nuts}",
+            flush=True,
+        )
+    path = write(args.name, {"args": vars(args), "runs": rows})
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()
