@@ -96,6 +96,7 @@ def test_auto_step_size_on_a_model_it_was_not_designed_on():
     assert abs(r.llc_mean - target) <= allowed, (r.llc_mean, target, allowed)
 
 
+@pytest.mark.slow
 def test_auto_step_size_follows_the_chains_into_stiffer_regions():
     # L = (1 + a |u|^2) |v|^2 / 2 with 40 flat coordinates u, held only by the localizer
     # (gamma = 1: |u|^2 -> about 40 over 2 / (eps gamma) ~ 40,000 steps), and 8 stiff
