@@ -82,13 +82,19 @@ def check_moment_form(problem: ground_truth.Problem, loss_fn, seed: int) -> floa
     return gap
 
 
-def run_one(bucket: str, seed: int, args: argparse.Namespace) -> dict:
-    problem = ground_truth.make_dln_bucket_problem(bucket, seed, point=args.point)
+def checked_moment_form(problem: ground_truth.Problem, seed: int):
+    """:func:`moment_form`, after :func:`check_moment_form` found it within 1e-2 of the loss."""
     loss_fn = moment_form(problem)
     gap = check_moment_form(problem, loss_fn, seed)
     if gap > 1e-2:
         msg = f"moment form is {gap:.2e} off the data loss in nbeta units (seed {seed})"
         raise RuntimeError(msg)
+    return loss_fn, gap
+
+
+def run_one(bucket: str, seed: int, args: argparse.Namespace) -> dict:
+    problem = ground_truth.make_dln_bucket_problem(bucket, seed, point=args.point)
+    loss_fn, gap = checked_moment_form(problem, seed)
     recipe = ground_truth.dln_recipe(bucket)
     start = time.perf_counter()
     with warnings.catch_warnings():

@@ -302,7 +302,7 @@ def calibrate(
     batch_size: int | None = None,
     control_variate: bool = True,
     eval_batch_size: int | None = None,
-    max_bias: float = 0.025,
+    max_bias: float = _estimator.MAX_STEP_BIAS,
     min_acceptance: float = 0.5,
 ) -> CalibrationResult:
     """Run a grid of step sizes (and localizations) in one compiled call; recommend one.
@@ -396,7 +396,7 @@ def calibrate_plan(
     *,
     step_sizes=None,
     localizations=None,
-    max_bias: float = 0.025,
+    max_bias: float = _estimator.MAX_STEP_BIAS,
     min_acceptance: float = 0.5,
     short=False,
 ) -> CalibrationResult:

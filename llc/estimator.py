@@ -27,7 +27,7 @@ _RISE_T = 3.0  # not_stationary: the rise must exceed this many standard errors 
 _RISE_REL = 0.02  # ... and this fraction of the estimate
 _AUTO_BURNIN_WINDOWS = 128  # num_burnin_steps="auto": default cap, in windows of the draws
 _FOLLOW_SEGMENTS = 4  # step_size="auto": burn-in segments after which the step is re-judged
-_MAX_STEP_BIAS = 0.025  # step_size_bias: the calibration rule's default max_bias
+MAX_STEP_BIAS = 0.025  # the calibration rule's default max_bias, and step_size_bias's
 
 
 class LLCResult(NamedTuple):
@@ -365,7 +365,7 @@ def estimate_llc(
         max_burnin_steps=_auto_burnin_cap(num_burnin_steps, max_burnin_steps),
     )
     calibration = None
-    max_bias = _MAX_STEP_BIAS
+    max_bias = MAX_STEP_BIAS
     if plan.sampler != "nuts":  # each chain's steps and end point, for step_size_bias
         plan = plan._replace(config=plan.config._replace(record_scale=True))
     if plan.step_size == "auto":
@@ -705,12 +705,9 @@ def _auto_burnin(plan: Plan, hyper, config):
     resume, parts, steps, check_at, passed = None, [], 0, 2 * window, None
     while steps < cap:
         size = min(window, cap - steps)
-        out = _run_chunk(plan, hyper, resume, chunk._replace(num_burnin_steps=size))
-        states, first_bad = out.final_carry
+        resume, part, alive = _burnin_segment(plan, hyper, resume, chunk, steps, size)
         steps += size
-        resume = (states, first_bad, jax.numpy.int32(steps), jax.numpy.int32(0))
-        parts.append(np.asarray(out.burnin_delta))
-        alive = np.asarray(first_bad) < 0
+        parts.append(part)
         if not alive.any():
             break  # every chain diverged: the draws will say so
         if passed is not None:  # [passed, steps) is the confirming window
@@ -725,6 +722,18 @@ def _auto_burnin(plan: Plan, hyper, config):
             check_at *= 2
     burnin = np.concatenate(parts, axis=1) if parts else np.zeros((config.num_chains, 0))
     return config._replace(num_burnin_steps=steps), resume, burnin
+
+
+def _burnin_segment(plan: Plan, hyper, resume, chunk, done: int, size: int):
+    """``size`` more burn-in steps after ``done`` (one compiled call resuming ``resume``).
+
+    Returns ``(resume, burnin_delta, alive)``: the carry to resume from, the segment's host
+    trace and which chains have not diverged.
+    """
+    out = _run_chunk(plan, hyper, resume, chunk._replace(num_burnin_steps=size))
+    states, first_bad = out.final_carry
+    resume = (states, first_bad, jax.numpy.int32(done + size), jax.numpy.int32(0))
+    return resume, np.asarray(out.burnin_delta), np.asarray(first_bad) < 0
 
 
 def _follow_burnin(plan: Plan, hyper, config):
@@ -754,17 +763,14 @@ def _follow_burnin(plan: Plan, hyper, config):
     while steps < total:
         this = min(size, total - steps)
         history.append(float(hyper.step_size))
-        out = _run_chunk(plan, hyper, resume, chunk._replace(num_burnin_steps=this))
-        states, first_bad = out.final_carry
+        resume, part, alive = _burnin_segment(plan, hyper, resume, chunk, steps, this)
         steps += this
-        resume = (states, first_bad, jax.numpy.int32(steps), jax.numpy.int32(0))
-        part = np.asarray(out.burnin_delta, np.float64)
         parts.append(part)
-        alive = np.asarray(first_bad) < 0
         if steps >= total or not alive.any():
             continue
+        states = resume[0]
         scale = jax.vmap(lambda s, h=hyper: _loop._step_scale(sampler, s, h, plan.params))(states)
-        level = abs(float(np.mean(plan.nbeta * part[alive, this // 2 :])))
+        level = abs(float(np.mean(plan.nbeta * part[alive, this // 2 :].astype(np.float64))))
         absolute = chain_bias(plan, states.position, scale, alive)
         if not np.isfinite(absolute).any():
             continue
@@ -875,7 +881,7 @@ def assemble(
     warn: bool = True,
     calibration=None,
     step_bias=None,
-    max_bias: float = _MAX_STEP_BIAS,
+    max_bias: float = MAX_STEP_BIAS,
 ) -> LLCResult:
     """Turn one run's host traces into an :class:`LLCResult` with its flags.
 
