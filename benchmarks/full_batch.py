@@ -14,11 +14,19 @@ the steps), the minibatch noise (compare with ``accuracy.py``), the run length.
 the chains' final positions: if NUTS from there returns to its target from w*, the
 chains' excess is the sampler's and not a region NUTS from w* failed to reach.
 
+``--continue-at F [F ...]`` measures the step's part of the error from where the chains
+are: after the run's burn-in (at a fixed step; RMSProp-SGLD's preconditioner adapts in
+it and is then frozen), the same chains go on at ``F`` times the step for
+``3 * draws / F`` steps (the same Langevin time for every F), the last third as draws.
+Independent runs at a smaller step are no clean test for RMSProp-SGLD: its
+preconditioner adapts to where their chains went, and its largest steps can grow.
+
 Usage (from ``benchmarks/``)::
 
     python full_batch.py --seeds 302 0 4 --step-size auto --steps-factor 4
     python full_batch.py --seeds 302 --step-size 5e-7 --steps-factor 4
     python full_batch.py --seeds 302 --sampler rmsprop_sgld --step-size 9.946e-9 --nuts-from-ends
+    python full_batch.py --seeds 302 --sampler rmsprop_sgld --step-size 1e-8 --continue-at 1 .5 .25
 
 Outputs: a table on stdout and ``results/<name>.json`` (default ``full_batch``).
 """
@@ -33,7 +41,7 @@ import numpy as np
 from _common import problem_row, write
 from exact_target import checked_moment_form
 
-from llc import estimate_llc, estimator, ground_truth, nuts
+from llc import _loop, estimate_llc, estimator, ground_truth, nuts
 
 
 def nuts_from(problem, loss_fn, nbeta, localization, starts, warmup: int, draws: int, seed: int):
@@ -61,6 +69,67 @@ def nuts_from(problem, loss_fn, nbeta, localization, starts, warmup: int, draws:
         "nuts_halves": [float(lam[:, : draws // 2].mean()), float(lam[:, draws // 2 :].mean())],
         "nuts_final_distance": np.asarray(out.distance)[:, -1].tolist(),
     }
+
+
+def continued(problem, loss_fn, settings: dict, step: float, factors, seed: int) -> dict:
+    """The run's burn-in at ``step``, then the same chains at ``F * step`` for each F.
+
+    Each continuation is ``2 * draws / F`` more burn-in steps and ``draws / F`` draws
+    (``draws``: the run's), one uninterrupted chain from the burn-in's end state (its
+    preconditioner frozen). Returns ``{"continued": [{factor, llc_mean, windows,
+    final_distance}, ...]}`` with ``windows`` the mean ``nbeta (L - L*)`` over six equal
+    spans of the continuation.
+    """
+
+    def plan_with(draws):
+        plan = estimator.make_plan(
+            jax.random.key(seed),
+            loss_fn,
+            problem.params,
+            problem.data,
+            step_size=step,
+            **{**settings, "num_draws": draws},
+        )
+        return plan._replace(config=plan.config._replace(record_scale=True))
+
+    def burnin_chunk(plan):
+        config = plan.config
+        return config._replace(num_draws=0, chunked=True, progress_total=config.total_steps)
+
+    burnin = settings["num_burnin_steps"]
+    base = plan_with(settings["num_draws"])
+    dtype = jnp.result_type(*jax.tree.leaves(base.params))
+    hyper = _loop.make_hyper(
+        step, base.nbeta, base.localization, base.init_loss, dtype, 0, base.options
+    )
+    start, first, _ = estimator._burnin_segment(base, hyper, None, burnin_chunk(base), 0, burnin)
+    rows = []
+    for factor in factors:
+        plan = plan_with(round(settings["num_draws"] / factor))
+        more = round(2 * settings["num_draws"] / factor)
+        slower = hyper._replace(step_size=hyper.step_size * factor)
+        resume, second, _ = estimator._burnin_segment(
+            plan, slower, start, burnin_chunk(plan), burnin, more
+        )
+        out = estimator._execute_chunks(
+            plan,
+            slower,
+            plan.config._replace(num_burnin_steps=burnin + more),
+            resume,
+            np.concatenate([first, second], axis=1),
+        )
+        trace = plan.nbeta * np.concatenate([second, out.delta], axis=1).astype(np.float64)
+        span = trace.shape[1] // 6
+        rows.append(
+            {
+                "factor": factor,
+                "step_size": step * factor,
+                "llc_mean": float(plan.nbeta * np.asarray(out.delta, np.float64).mean()),
+                "windows": trace[:, : 6 * span].reshape(len(trace), 6, span).mean((0, 2)).tolist(),
+                "final_distance": np.asarray(out.distance)[:, -1].tolist(),
+            }
+        )
+    return {"continued": rows}
 
 
 def run_one(seed: int, args: argparse.Namespace) -> dict:
@@ -128,6 +197,8 @@ def run_one(seed: int, args: argparse.Namespace) -> dict:
                 seed,
             )
         )
+    if args.continue_at:
+        row.update(continued(problem, loss_fn, settings, step, args.continue_at, seed))
     return row
 
 
@@ -143,22 +214,34 @@ def main() -> None:
     parser.add_argument("--nuts-from-ends", action="store_true")
     parser.add_argument("--warmup", type=int, default=500, help="NUTS adaptation steps")
     parser.add_argument("--draws", type=int, default=500, help="NUTS draws")
+    parser.add_argument(
+        "--continue-at",
+        type=float,
+        nargs="+",
+        default=None,
+        help="step factors F: continue the burnt-in chains at F times the step",
+    )
     parser.add_argument("--name", default="full_batch")
     args = parser.parse_args()
-    if args.nuts_from_ends and args.step_size == "auto":
-        parser.error(
-            "--nuts-from-ends reruns the chains at a fixed step: give --step-size a number"
-        )
+    for flag, given in (
+        ("--nuts-from-ends", args.nuts_from_ends),
+        ("--continue-at", args.continue_at),
+    ):
+        if given and args.step_size == "auto":
+            parser.error(f"{flag} reruns the chains at a fixed step: give --step-size a number")
     rows = []
     print(f"{'seed':>5} {'lambda':>7} {'step':>9} {'lambda_hat':>14} {'end bias':>8}  flags")
     for seed in args.seeds:
         r = run_one(seed, args)
         rows.append(r)
-        nuts = f"  NUTS from the ends {r['nuts_llc_mean']:.1f}" if "nuts_llc_mean" in r else ""
+        extra = f"  NUTS from the ends {r['nuts_llc_mean']:.1f}" if "nuts_llc_mean" in r else ""
+        for c in r.get("continued", []):
+            windows = " ".join(f"{x:.1f}" for x in c["windows"])
+            extra += f"\n      continued at {c['factor']:g} x step: {c['llc_mean']:.1f} ({windows})"
         print(
             f"{seed:>5} {r['true_lambda']:>7.1f} {r['step_size']:>9.3g} "
             f"{r['llc_mean']:>7.1f} ± {r['llc_stderr']:<4.1f} "
-            f"{np.nanmean(r['predicted_step_bias']):>8.1%}  {r['flags']}{nuts}",
+            f"{np.nanmean(r['predicted_step_bias']):>8.1%}  {r['flags']}{extra}",
             flush=True,
         )
     path = write(args.name, {"args": vars(args), "runs": rows})
