@@ -1019,9 +1019,10 @@ def assemble(
                 f"{end:.1%} of the estimate (per chain: "
                 f"{', '.join(f'{b:.1%}' for b in step_bias)}), above {max_bias:.1%}"
                 f"{at_calibration}, so llc_mean is biased upward by about that much or "
-                "more (on deep linear networks the measured bias was 2-4 times this "
-                "prediction: the chains spread into stiffer regions). Halve step_size and "
-                "double the steps, or compare a run at half the step."
+                "more (on deep linear networks the measured bias was 2-6 times this "
+                "prediction, more the larger the step: the chains spread into stiffer "
+                "regions). Halve step_size and double the steps, or compare a run at half "
+                "the step."
             )
     if flags and warn:
         warnings.warn(
