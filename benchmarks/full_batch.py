@@ -71,6 +71,19 @@ def nuts_from(problem, loss_fn, nbeta, localization, starts, warmup: int, draws:
     }
 
 
+def fixed_step_plan(problem, loss_fn, settings: dict, step: float, seed: int):
+    """The run's :class:`llc.estimator.Plan` at a fixed step, recording the end points."""
+    plan = estimator.make_plan(
+        jax.random.key(seed),
+        loss_fn,
+        problem.params,
+        problem.data,
+        step_size=step,
+        **settings,
+    )
+    return plan._replace(config=plan.config._replace(record_scale=True))
+
+
 def continued(problem, loss_fn, settings: dict, step: float, factors, seed: int) -> dict:
     """The run's burn-in at ``step``, then the same chains at ``F * step`` for each F.
 
@@ -82,15 +95,7 @@ def continued(problem, loss_fn, settings: dict, step: float, factors, seed: int)
     """
 
     def plan_with(draws):
-        plan = estimator.make_plan(
-            jax.random.key(seed),
-            loss_fn,
-            problem.params,
-            problem.data,
-            step_size=step,
-            **{**settings, "num_draws": draws},
-        )
-        return plan._replace(config=plan.config._replace(record_scale=True))
+        return fixed_step_plan(problem, loss_fn, {**settings, "num_draws": draws}, step, seed)
 
     def burnin_chunk(plan):
         config = plan.config
@@ -176,15 +181,8 @@ def run_one(seed: int, args: argparse.Namespace) -> dict:
         "time_s": time.perf_counter() - start,
     }
     if args.nuts_from_ends:  # the same chains again (a fixed step), for their end points
-        plan = estimator.make_plan(
-            jax.random.key(seed),
-            loss_fn,
-            problem.params,
-            problem.data,
-            step_size=step,
-            **settings,
-        )
-        out = estimator.execute(plan._replace(config=plan.config._replace(record_scale=True)))
+        plan = fixed_step_plan(problem, loss_fn, settings, step, seed)
+        out = estimator.execute(plan)
         row.update(
             nuts_from(
                 problem,
