@@ -390,9 +390,7 @@ def estimate_llc(
             + f" in its {len(out.step_sizes)} segments (each shrunk to a predicted bias of "
             f"{max_bias:.1%} where the chains were)."
         )
-    step_bias = None
-    if plan.sampler != "nuts":
-        step_bias = end_step_bias(plan, out)
+    step_bias = end_step_bias(plan, out)  # None for NUTS, which records no steps
     return assemble(plan, out, t0, calibration=calibration, step_bias=step_bias, max_bias=max_bias)
 
 
