@@ -27,6 +27,7 @@ _RISE_T = 3.0  # not_stationary: the rise must exceed this many standard errors 
 _RISE_REL = 0.02  # ... and this fraction of the estimate
 _AUTO_BURNIN_WINDOWS = 128  # num_burnin_steps="auto": default cap, in windows of the draws
 _FOLLOW_SEGMENTS = 4  # step_size="auto": burn-in segments after which the step is re-judged
+_FOLLOW_MAX_EXTRA = 4  # ... and at most this many more segments until the chains are steady
 MAX_STEP_BIAS = 0.025  # the calibration rule's default max_bias, and step_size_bias's
 
 
@@ -244,9 +245,13 @@ def estimate_llc(
             the curvature scale ``1 / (nbeta * mu_max + localization)``) and uses the
             step size it recommends; the calibration is kept in ``result.calibration``.
             With a fixed ``num_burnin_steps`` the burn-in then follows the chains: it
-            runs in four segments, and after each of the first three the rule's
-            predicted bias is re-evaluated where the chains are and the step shrunk to
-            the rule's cap if it is exceeded (``result.step_size`` is the final one).
+            runs in four segments, and after each the rule's predicted bias is
+            re-evaluated where the chains are and the step shrunk to the rule's cap if
+            it is exceeded (``result.step_size`` is the final one). The draws start once
+            the step is inside the cap and the chains are steady (the last segment's
+            mean not moved from the one before, up or down, and R-hat at most 1.05);
+            until then, and for at most four segments more, the burn-in goes on
+            (``result.num_burnin_steps`` is the burn-in run).
             None for ``sampler="nuts"``, which adapts its own.
         localization: gamma >= 0, strength of the Gaussian localizer at w*.
         nbeta: n times the inverse temperature; default ``n / log n``.
@@ -378,17 +383,18 @@ def estimate_llc(
             follow_bias=0.0 if plan.max_burnin_steps else max_bias,
         )
     out = execute(plan)
-    if plan.max_burnin_steps:  # the burn-in that "auto" ran
+    if plan.max_burnin_steps or plan.follow_bias:  # the burn-in that was run
         config = plan.config._replace(num_burnin_steps=out.burnin_delta.shape[1])
         plan = plan._replace(config=config)
     if len(set(out.step_sizes)) > 1:  # the burn-in shrank the step where the chains went
         plan = plan._replace(step_size=float(out.step_sizes[-1]))
+    if len(set(out.step_sizes)) > 1 or len(out.step_sizes) > _FOLLOW_SEGMENTS:
         calibration = calibration._replace(
             rule=calibration.rule
             + " The burn-in then followed the chains: step sizes "
             + ", ".join(f"{e:.3g}" for e in out.step_sizes)
             + f" in its {len(out.step_sizes)} segments (each shrunk to a predicted bias of "
-            f"{max_bias:.1%} where the chains were)."
+            f"{max_bias:.1%} where the chains were; {plan.config.num_burnin_steps} steps)."
         )
     step_bias = end_step_bias(plan, out)  # None for NUTS, which records no steps
     return assemble(plan, out, t0, calibration=calibration, step_bias=step_bias, max_bias=max_bias)
@@ -622,6 +628,8 @@ def execute(plan: Plan) -> _loop.RunOutput:
     run_id = 0
     if plan.show_progress and plan.sampler != "nuts":
         total = config.total_steps + max(0, plan.max_burnin_steps - config.num_burnin_steps)
+        if plan.follow_bias and not plan.max_burnin_steps:  # the follow may extend it
+            total += _follow_segment(config.num_burnin_steps) * _FOLLOW_MAX_EXTRA
         config = config._replace(progress_rate=_progress.rate(total))
         run_id = _progress.open_bar(total, plan.sampler.upper())
     dtype = jax.numpy.result_type(*jax.tree.leaves(plan.params))
@@ -734,49 +742,90 @@ def _burnin_segment(plan: Plan, hyper, resume, chunk, done: int, size: int):
     return resume, np.asarray(out.burnin_delta), np.asarray(first_bad) < 0
 
 
+def _follow_segment(num_burnin_steps: int) -> int:
+    """The length of one segment of the followed burn-in."""
+    return -(-num_burnin_steps // _FOLLOW_SEGMENTS)
+
+
 def _follow_burnin(plan: Plan, hyper, config):
     """Burn in with a step size that follows the chains (``step_size="auto"``).
 
     The calibration judges its step where a short run's chains end; a long run can carry
     them into stiffer regions (on deep linear networks, along the flat directions). So the
     burn-in runs in ``_FOLLOW_SEGMENTS`` equal segments (each one compiled call resuming
-    the last one's carry: the chains are those of one run), and after every segment but
-    the last the rule's predicted step-size bias is evaluated at each chain's position
-    with its own per-coordinate steps (:func:`llc.calibration.chain_bias`). Where the
-    chains' mean, relative to their mean ``nbeta (L - L*)`` over the segment's second half,
-    exceeds ``plan.follow_bias``, the step shrinks by that ratio (the prediction is first
-    order in the step). The last segment, and the draws, run at the final step.
+    the last one's carry: the chains are those of one run), and after every segment the
+    rule's predicted step-size bias is evaluated at each chain's position with its own
+    per-coordinate steps (:func:`llc.calibration.chain_bias`). Where the chains' mean,
+    relative to their mean ``nbeta (L - L*)`` over the segment's second half, exceeds
+    ``plan.follow_bias``, the step shrinks by that ratio (the prediction is first order
+    in the step).
+
+    The draws start only where both hold: the step is inside the cap where the chains
+    are, and the chains are steady (:func:`_steady`: the last segment's mean moved from
+    the one before by no more than the draws' tolerance, up *or down*, and the chains
+    agree over the two). Until then the burn-in goes on, a segment at a time, for at most
+    ``_FOLLOW_MAX_EXTRA`` segments more; a step shrunk after the planned burn-in is always
+    run for a segment before the draws. Chains can come down from above: an adaptive
+    sampler (``"rmsprop_sgld"`` with ``adapt_steps`` set to the burn-in) lifts them while
+    its preconditioner adapts, and they relax after it freezes.
 
     Returns:
         ``(hyper, step_sizes, config, resume, burnin_delta)``: the final hyperparameters,
-        the step size of every segment, and :func:`_execute_chunks`'s arguments.
+        the step size of every segment, and :func:`_execute_chunks`'s arguments (the
+        config with the burn-in actually run).
     """
     from llc.calibration import chain_bias  # calibration builds on this module
 
     total = config.num_burnin_steps
-    size = -(-total // _FOLLOW_SEGMENTS)
-    chunk = config._replace(num_draws=0, chunked=True, progress_total=config.total_steps)
+    size = _follow_segment(total)
+    limit = total + _FOLLOW_MAX_EXTRA * size
+    window = config.num_draws * config.num_steps_bw_draws
+    chunk = config._replace(num_draws=0, chunked=True, progress_total=limit + window)
     sampler = samplers.SAMPLERS[plan.sampler]
     resume, parts, steps, history = None, [], 0, []
-    while steps < total:
-        this = min(size, total - steps)
+    while steps < limit:
+        this = min(size, total - steps) if steps < total else size
         history.append(float(hyper.step_size))
         resume, part, alive = _burnin_segment(plan, hyper, resume, chunk, steps, this)
         steps += this
         parts.append(part)
-        if steps >= total or not alive.any():
-            continue
+        if not alive.any():
+            break  # every chain diverged: the draws will say so
+        if steps >= total and steps + size > limit:
+            break  # no room left to run a shrunk step, or to wait for the chains
         states = resume[0]
         scale = jax.vmap(lambda s, h=hyper: _loop._step_scale(sampler, s, h, plan.params))(states)
         level = abs(float(np.mean(plan.nbeta * part[alive, this // 2 :].astype(np.float64))))
         absolute = chain_bias(plan, states.position, scale, alive)
-        if not np.isfinite(absolute).any():
-            continue
-        bias = float(np.nanmean(absolute)) / max(level, 1e-12)
+        bias = float(np.nanmean(absolute)) / max(level, 1e-12) if np.isfinite(absolute).any() else 0
         if bias > plan.follow_bias:
             hyper = hyper._replace(step_size=hyper.step_size * (plan.follow_bias / bias))
+        elif steps >= total and _steady(parts, alive, plan.nbeta):
+            break
     burnin = np.concatenate(parts, axis=1)
-    return hyper, tuple(history), config, resume, burnin
+    return hyper, tuple(history), config._replace(num_burnin_steps=steps), resume, burnin
+
+
+def _steady(parts, alive, nbeta) -> bool:
+    """Whether the followed burn-in's chains have stopped moving, either way.
+
+    ``parts`` are its segments' host traces. The last segment's mean of ``nbeta (L - L*)``
+    must not have moved from the one before, up *or down*, by the draws' ``not_stationary``
+    measure (:func:`_rising`: 3 standard errors and 2% of the level), and the chains must
+    agree over the two (R-hat at most 1.05). True when it cannot be measured (fewer than
+    two chains or segments, non-finite values), as :func:`_burnin_passes` does.
+    """
+    if len(parts) < 2:
+        return True
+    earlier = parts[-2][alive].astype(np.float64) * nbeta
+    later = parts[-1][alive].astype(np.float64) * nbeta
+    rise = _rise(earlier, later)
+    if rise is None:
+        return True
+    level = float(np.mean(later))
+    if _rising(rise, level) or _rising((-rise[0], rise[1]), level):
+        return False
+    return not _convergence(np.concatenate([earlier, later], axis=1))[0] > _RHAT_LIMIT
 
 
 def _joined(parts, alive, nbeta) -> np.ndarray:
