@@ -26,7 +26,9 @@ the error, and ``--burnin auto`` replaces the recipe's fixed burn-in by
 ``num_burnin_steps="auto"`` (burn in until the chains stop rising; capped here at 64
 times the draws' span, half the library's default, to fit a CPU budget).
 ``--sampler rmsprop_sgld --step-size auto`` runs RMSProp-SGLD (preconditioner adapted in
-the burn-in, then frozen) at ``llc.calibrate``'s step, everything else the recipe's.
+the burn-in, then frozen) at ``llc.calibrate``'s step, everything else the recipe's; with
+``--steps-factor 4`` that is ``dln_recipe(bucket, point="minimal")``, the library's recipe at
+the minimal point.
 ``--step-halving`` reruns each problem at half the step for twice the steps (the same
 Langevin time) and reports the step-size bias that the difference measures.
 
