@@ -486,6 +486,7 @@ DLN_BUCKETS = {
     "1M": DLNBucket("1M", (2, 20), (100, 1000), 1_000_000, 2e-8, 50_000),
 }
 """Furman & Lau's buckets (slt-reference.md, section 5.1)."""
+
 _MINIMAL_POINT_STEPS_FACTOR = 4  # dln_recipe(point="minimal"): times the published run
 
 
