@@ -629,7 +629,7 @@ def execute(plan: Plan) -> _loop.RunOutput:
     if plan.show_progress and plan.sampler != "nuts":
         total = config.total_steps + max(0, plan.max_burnin_steps - config.num_burnin_steps)
         if plan.follow_bias and not plan.max_burnin_steps:  # the follow may extend it
-            total += _follow_segment(config.num_burnin_steps) * _FOLLOW_MAX_EXTRA
+            total += _follow_limits(config.num_burnin_steps)[1] - config.num_burnin_steps
         config = config._replace(progress_rate=_progress.rate(total))
         run_id = _progress.open_bar(total, plan.sampler.upper())
     dtype = jax.numpy.result_type(*jax.tree.leaves(plan.params))
@@ -742,9 +742,10 @@ def _burnin_segment(plan: Plan, hyper, resume, chunk, done: int, size: int):
     return resume, np.asarray(out.burnin_delta), np.asarray(first_bad) < 0
 
 
-def _follow_segment(num_burnin_steps: int) -> int:
-    """The length of one segment of the followed burn-in."""
-    return -(-num_burnin_steps // _FOLLOW_SEGMENTS)
+def _follow_limits(num_burnin_steps: int) -> tuple[int, int]:
+    """The followed burn-in's segment length and the most steps it may run."""
+    size = -(-num_burnin_steps // _FOLLOW_SEGMENTS)
+    return size, num_burnin_steps + _FOLLOW_MAX_EXTRA * size
 
 
 def _follow_burnin(plan: Plan, hyper, config):
@@ -777,10 +778,10 @@ def _follow_burnin(plan: Plan, hyper, config):
     from llc.calibration import chain_bias  # calibration builds on this module
 
     total = config.num_burnin_steps
-    size = _follow_segment(total)
-    limit = total + _FOLLOW_MAX_EXTRA * size
-    window = config.num_draws * config.num_steps_bw_draws
-    chunk = config._replace(num_draws=0, chunked=True, progress_total=limit + window)
+    size, limit = _follow_limits(total)
+    chunk = config._replace(
+        num_draws=0, chunked=True, progress_total=config.total_steps - total + limit
+    )
     sampler = samplers.SAMPLERS[plan.sampler]
     resume, parts, steps, history = None, [], 0, []
     while steps < limit:
