@@ -13,7 +13,9 @@ NUTS samples the localized tempered posterior exactly (up to Monte Carlo error);
 stochastic-gradient sampler, full batch, must agree with it within the combined standard
 error plus its own step-size bias. This separates sampler error from the finite-n gap.
 
-Outputs: a table on stdout, ``results/samplers.json`` and ``results/samplers.png``.
+Outputs: a table on stdout, ``results/samplers.json`` and ``results/samplers.png``. The JSON
+is rewritten after every run with ``"complete": false`` until the sweep ends, so an
+interrupted sweep keeps the runs it finished.
 
 Usage:
     python benchmarks/samplers.py --quick          # 1K, 3 seeds, and the NUTS check
@@ -234,6 +236,9 @@ def main() -> None:
             for name in args.configs:
                 r = run_dln(bucket, seed, name, args.chains)
                 rows.append(r)
+                # written after every run, so that an interrupted sweep keeps what it measured
+                partial = {"summary": summarise(rows), "runs": rows, "gold_standard": gold}
+                write(args.name, {**partial, "complete": False})
                 local = "-" if r["local_lambda"] is None else f"{r['local_lambda']:.1f}"
                 vs = (
                     "-"
@@ -259,7 +264,9 @@ def main() -> None:
                 f"{s['diverged_chains']}; not converged {s['not_converged_runs']}; "
                 f"{s['mean_time_s']:.0f}s/run"
             )
-    path = write(args.name, {"summary": summary, "runs": rows, "gold_standard": gold})
+    path = write(
+        args.name, {"summary": summary, "runs": rows, "gold_standard": gold, "complete": True}
+    )
     if rows:
         plot(rows, summary, args.name)
     print(f"written to {path}")
