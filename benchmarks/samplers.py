@@ -171,8 +171,8 @@ def plot(rows: list[dict], summary: dict, name: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     ax = axes[0]
     for i, bucket in enumerate(buckets):
-        for j, name in enumerate(names):
-            sel = [r for r in rows if r["bucket"] == bucket and r["config"] == name]
+        for j, config in enumerate(names):
+            sel = [r for r in rows if r["bucket"] == bucket and r["config"] == config]
             x = j + (i - (len(buckets) - 1) / 2) * 0.3
             ax.scatter(
                 [x] * len(sel),
