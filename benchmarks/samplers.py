@@ -15,14 +15,18 @@ error plus its own step-size bias. This separates sampler error from the finite-
 
 Outputs: a table on stdout, ``results/samplers.json`` and ``results/samplers.png``. The JSON
 is rewritten after every run with ``"complete": false`` until the sweep ends, so an
-interrupted sweep keeps the runs it finished.
+interrupted sweep keeps the runs it finished; ``--resume`` then runs only what is missing.
+JAX's compilation caches are cleared after every run: a long sweep that kept every
+compiled program died of an LLVM "Cannot allocate memory" after 44 runs.
 
 Usage:
     python benchmarks/samplers.py --quick          # 1K, 3 seeds, and the NUTS check
     python benchmarks/samplers.py --seeds 8        # 1K and 10K, 8 seeds each
+    python benchmarks/samplers.py --seeds 8 --resume   # finish an interrupted sweep
 """
 
 import argparse
+import json
 import time
 import warnings
 
@@ -211,12 +215,24 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1K, 3 seeds, and the NUTS check")
     parser.add_argument("--skip-gold", action="store_true", help="skip the NUTS comparison")
     parser.add_argument("--name", default="samplers", help="stem of the output files")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the runs (and gold standard) already in results/<name>.json, run the rest",
+    )
     args = parser.parse_args()
     buckets, seeds = args.buckets, args.seed_list or list(range(args.seeds))
     if args.quick:
         buckets, seeds = ["1K"], [0, 1, 2]
 
-    gold = [] if args.skip_gold else gold_standard(args.chains)
+    rows, gold = [], []
+    if args.resume and (RESULTS / f"{args.name}.json").exists():
+        previous = json.loads((RESULTS / f"{args.name}.json").read_text())
+        rows, gold = previous["runs"], previous["gold_standard"]
+        print(f"resuming {args.name}.json: {len(rows)} runs kept", flush=True)
+    done = {(r["bucket"], r["seed"], r["config"]) for r in rows}
+    if not gold and not args.skip_gold:
+        gold = gold_standard(args.chains)
     if gold:
         print(f"gold standard: DLN {gold[0]['d']} params, n = {gold[0]['n']}, full batch")
         for g in gold:
@@ -230,11 +246,13 @@ def main() -> None:
         f"{'bucket':>6} {'seed':>4} {'config':>24} {'lambda':>8} {'local':>8} "
         f"{'lambda_hat':>16} {'rel.err':>8} {'vs.local':>8} {'step':>9} {'rhat':>5} {'time':>6}"
     )
-    rows = []
     for bucket in buckets:
         for seed in seeds:
             for name in args.configs:
+                if (bucket, seed, name) in done:
+                    continue
                 r = run_dln(bucket, seed, name, args.chains)
+                jax.clear_caches()  # every run compiles anew; keeping them all exhausts LLVM
                 rows.append(r)
                 # written after every run, so that an interrupted sweep keeps what it measured
                 partial = {"summary": summarise(rows), "runs": rows, "gold_standard": gold}
