@@ -176,22 +176,29 @@ def plot(rows: list[dict], summary: dict, name: str) -> None:
     ax = axes[0]
     for i, bucket in enumerate(buckets):
         for j, config in enumerate(names):
-            sel = [r for r in rows if r["bucket"] == bucket and r["config"] == config]
             x = j + (i - (len(buckets) - 1) / 2) * 0.3
-            ax.scatter(
-                [x] * len(sel),
-                [r["relative_error"] for r in sel],
-                marker="o" if i == 0 else "s",
-                color=f"C{i}",
-                label=f"~{bucket}" if j == 0 else None,
-                alpha=0.7,
-            )
+            for marked in (False, True):  # hollow: the LLC at the teacher provably exceeds λ
+                sel = [
+                    r
+                    for r in rows
+                    if r["bucket"] == bucket and r["config"] == config and r["marked"] == marked
+                ]
+                label = f"~{bucket}" + (" (marked: LLC > λ)" if marked else "")
+                ax.scatter(
+                    [x] * len(sel),
+                    [r["relative_error"] for r in sel],
+                    marker="o" if i == 0 else "s",
+                    facecolors="none" if marked else f"C{i}",
+                    edgecolors=f"C{i}",
+                    label=label if j == 0 else None,
+                    alpha=0.7,
+                )
     for lim in (-0.05, 0.05):
         ax.axhline(lim, color="k", ls=":", lw=1)
     ax.axhline(0, color="k", lw=0.5)
     ax.set_xticks(range(len(names)), [n.replace(", ", "\n") for n in names], fontsize=8)
     ax.set(ylabel="relative error (λ − λ̂)/λ", title="DLN teachers: error per run")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     ax = axes[1]
     width = 0.8 / len(buckets)
     for i, bucket in enumerate(buckets):
@@ -201,7 +208,7 @@ def plot(rows: list[dict], summary: dict, name: str) -> None:
     ax.set(ylabel="seconds per run (mean, incl. calibration)", title="time")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(RESULTS / f"{name}.png", dpi=120)
+    fig.savefig(RESULTS / f"{name}.png", dpi=120, bbox_inches="tight")
     plt.close("all")
 
 
