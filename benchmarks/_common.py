@@ -86,6 +86,25 @@ def write(name: str, payload: dict) -> Path:
     return path
 
 
+def previous_runs(name: str, settings: dict) -> dict:
+    """What an interrupted sweep wrote to ``results/<name>.json``, for ``--resume``.
+
+    Returns that payload, or ``{}`` when there is no such file. Exits with a message when
+    the file was written with other ``settings``: a resumed sweep must not mix set-ups.
+    """
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return {}
+    previous = json.loads(path.read_text())
+    changed = {k: (previous.get(k), v) for k, v in settings.items() if previous.get(k) != v}
+    if changed:
+        raise SystemExit(
+            f"--resume: {path.name} was written with other settings (file, now): {changed}; "
+            "pass another --name, or drop --resume to start afresh."
+        )
+    return previous
+
+
 def peer_dln_problem(num_data: int = 10_000, seed: int = 0) -> ground_truth.Problem:
     """The devinterp comparison workload (peers.md section 9): true lambda = 46.
 

@@ -34,19 +34,23 @@ Langevin time) and reports the step-size bias that the difference measures.
 
 Outputs: a table on stdout, ``results/accuracy.json``, ``results/accuracy_scatter.png``
 (lambda_hat vs lambda, log-log, with the diagonal) and ``results/accuracy_relerr.png``
-(histogram of relative errors).
+(histogram of relative errors). The JSON is rewritten after every run with
+``"complete": false`` until the sweep ends; ``--resume`` keeps the runs of an interrupted
+sweep (with the same settings) and runs the rest.
 
 Usage:
     python benchmarks/accuracy.py --quick           # 1K and 10K, 3 seeds each: minutes
     python benchmarks/accuracy.py --seeds 8         # 1K, 10K, 100K
     python benchmarks/accuracy.py --include-1m      # adds the ~1M bucket (hours on CPU)
     python benchmarks/accuracy.py --point minimal --buckets 1K 10K   # exact targets
+    python benchmarks/accuracy.py --buckets 100K --name accuracy_100k --resume   # finish one
 """
 
 import argparse
 
+import jax
 import numpy as np
-from _common import RESULTS, estimate_on, problem_row, write
+from _common import RESULTS, estimate_on, previous_runs, problem_row, write
 
 from llc import ground_truth
 
@@ -307,6 +311,11 @@ def main() -> None:
         help="rerun each problem at half the step for twice the steps: the step-size bias",
     )
     parser.add_argument("--name", default=None, help="stem of the output files")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the runs already in results/<name>.json (same settings), run the rest",
+    )
     args = parser.parse_args()
     if args.sampler == "rmsprop_sgld" and args.burnin == "auto":
         parser.error(
@@ -331,17 +340,36 @@ def main() -> None:
     if args.include_1m and "1M" not in buckets:
         buckets.append("1M")
 
+    settings = {
+        "chains": args.chains,
+        "point": args.point,
+        "steps_factor": args.steps_factor,
+        "burnin": args.burnin,
+        "sampler": args.sampler,
+        "step_size": args.step_size,
+        "step_halving": args.step_halving,
+    }
+    rows = previous_runs(args.name, settings).get("runs", []) if args.resume else []
+    rows = [r for r in rows if "skipped" not in r]  # rerun: --max-params may have changed
+    done = {(r["bucket"], r["seed"]) for r in rows}
     print(
         f"{'bucket':>6} {'seed':>4} {'d':>8} {'r':>3} {'lambda':>8} {'bound':>8} {'local':>8} "
         f"{'lambda_hat':>17} {'rel.err':>8} {'vs.local':>8} {'time':>6} {'burn-in':>7} widths"
     )
-    rows = []
+    for row in rows:
+        print_row(row)
     for bucket in buckets:
         for seed in args.seed_list or range(seeds):
+            if (bucket, seed) in done:
+                continue
             rows.append(run_one(bucket, seed, args))
+            jax.clear_caches()  # every run compiles anew; keeping them all exhausts LLVM
             print_row(rows[-1])
             if "step_bias" in rows[-1]:
                 print_half_step(rows[-1])
+            # written after every run, so that an interrupted sweep keeps what it measured
+            partial = {"summary": summarise(rows), "runs": rows, "published": PUBLISHED}
+            write(args.name, {**partial, **settings, "complete": False})
     summary = summarise(rows)
     print("\n* the LLC at this teacher provably exceeds Aoyagi's lambda (bound > lambda)")
     for b, s in summary.items():
@@ -367,18 +395,7 @@ def main() -> None:
     )
     path = write(
         args.name,
-        {
-            "summary": summary,
-            "runs": rows,
-            "published": PUBLISHED,
-            "chains": args.chains,
-            "point": args.point,
-            "steps_factor": args.steps_factor,
-            "burnin": args.burnin,
-            "sampler": args.sampler,
-            "step_size": args.step_size,
-            "step_halving": args.step_halving,
-        },
+        {"summary": summary, "runs": rows, "published": PUBLISHED, **settings, "complete": True},
     )
     if any("relative_error" in r for r in rows):
         plot(rows, args.name)

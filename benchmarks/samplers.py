@@ -26,13 +26,12 @@ Usage:
 """
 
 import argparse
-import json
 import time
 import warnings
 
 import jax
 import numpy as np
-from _common import RESULTS, estimate_on, write
+from _common import RESULTS, estimate_on, previous_runs, write
 
 import llc
 from llc import ground_truth
@@ -232,10 +231,9 @@ def main() -> None:
     if args.quick:
         buckets, seeds = ["1K"], [0, 1, 2]
 
-    rows, gold = [], []
-    if args.resume and (RESULTS / f"{args.name}.json").exists():
-        previous = json.loads((RESULTS / f"{args.name}.json").read_text())
-        rows, gold = previous["runs"], previous["gold_standard"]
+    previous = previous_runs(args.name, {}) if args.resume else {}
+    rows, gold = previous.get("runs", []), previous.get("gold_standard", [])
+    if previous:
         print(f"resuming {args.name}.json: {len(rows)} runs kept", flush=True)
     done = {(r["bucket"], r["seed"], r["config"]) for r in rows}
     if not gold and not args.skip_gold:
