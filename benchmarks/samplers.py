@@ -231,7 +231,8 @@ def main() -> None:
     if args.quick:
         buckets, seeds = ["1K"], [0, 1, 2]
 
-    previous = previous_runs(args.name, {}) if args.resume else {}
+    settings = {"chains": args.chains}
+    previous = previous_runs(args.name, settings) if args.resume else {}
     rows, gold = previous.get("runs", []), previous.get("gold_standard", [])
     if previous:
         print(f"resuming {args.name}.json: {len(rows)} runs kept", flush=True)
@@ -261,7 +262,7 @@ def main() -> None:
                 rows.append(r)
                 # written after every run, so that an interrupted sweep keeps what it measured
                 partial = {"summary": summarise(rows), "runs": rows, "gold_standard": gold}
-                write(args.name, {**partial, "complete": False})
+                write(args.name, {**partial, **settings, "complete": False})
                 local = "-" if r["local_lambda"] is None else f"{r['local_lambda']:.1f}"
                 vs = (
                     "-"
@@ -288,7 +289,8 @@ def main() -> None:
                 f"{s['mean_time_s']:.0f}s/run"
             )
     path = write(
-        args.name, {"summary": summary, "runs": rows, "gold_standard": gold, "complete": True}
+        args.name,
+        {"summary": summary, "runs": rows, "gold_standard": gold, **settings, "complete": True},
     )
     if rows:
         plot(rows, summary, args.name)
