@@ -110,6 +110,12 @@ def run_one(bucket: str, seed: int, args: argparse.Namespace) -> dict:
         acceptance=float(np.nanmean(result.acceptance)),
         recipe=recipe,
     )
+    corrected = result.llc_step_corrected
+    if corrected is not None:  # llc_mean less the predicted first-order step bias
+        row.update(
+            llc_step_corrected=corrected,
+            step_corrected_relative_error=(lam - corrected) / lam,
+        )
     if result.calibration is not None:
         row["calibration_step_size"] = result.calibration.recommended["step_size"]
     if args.step_halving:
@@ -170,6 +176,15 @@ def summarise(rows: list[dict]) -> dict:
             "runs_with_exact_local_llc": len(local),
             "median_abs_error_vs_exact_local_llc": float(np.median(local)) if local else None,
         }
+        corrected = [
+            abs(r["step_corrected_relative_error"]) for r in done if "llc_step_corrected" in r
+        ]
+        if corrected:  # result.llc_step_corrected, where a step bias was predicted
+            out[bucket]["step_corrected"] = {
+                "runs": len(corrected),
+                "median_abs_relative_error": float(np.median(corrected)),
+                "max_abs_relative_error": float(np.max(corrected)),
+            }
     return out
 
 
@@ -241,6 +256,8 @@ def print_row(r: dict) -> None:
     mark = " *" if r["bound_exceeds_lambda_by"] > 0 else ""
     div = f"  diverged chains: {r['diverged_chains']}" if r["diverged_chains"] else ""
     div += f"  [{', '.join(r['flags'])}]" if r["flags"] else ""
+    if "step_corrected_relative_error" in r:
+        div += f"  step-corrected {r['step_corrected_relative_error']:+.3f}"
     print(
         head + f"{local:>8} {est:>17} {r['relative_error']:>+8.3f} {vs_local:>8} "
         f"{r['time_s']:>5.0f}s {r['burnin_steps']:>7} {r['widths']}{mark}{div}",
@@ -388,6 +405,12 @@ def main() -> None:
             print(
                 f"      against the exact local LLC ({s['runs_with_exact_local_llc']} runs): "
                 f"median |rel.err| {s['median_abs_error_vs_exact_local_llc']:.3f}"
+            )
+        if "step_corrected" in s:
+            c = s["step_corrected"]
+            print(
+                f"      llc_step_corrected ({c['runs']} runs): |rel.err| median "
+                f"{c['median_abs_relative_error']:.3f}, max {c['max_abs_relative_error']:.3f}"
             )
     print(
         f"published (Furman & Lau, all sizes): median rel.err "
