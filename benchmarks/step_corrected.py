@@ -3,7 +3,7 @@
 Reads result files of ``benchmarks/accuracy.py`` (``results/<name>.json``) and, for every
 run that recorded ``predicted_step_bias`` (the first-order step-size bias where each
 chain ended, relative to the estimate), compares the relative error of the estimate with
-that of the estimate less its predicted bias, ``llc_mean * (1 - mean(bias))``: what
+that of the estimate less its predicted bias, ``llc_mean - mean(bias) * |llc_mean|``: what
 ``LLCResult.llc_step_corrected`` reports. Nothing is sampled: the runs are the ones
 stored, so the comparison is free and the same command always gives the same table.
 
@@ -64,7 +64,7 @@ def compare(run: dict) -> dict | None:
         return None
     target = run["local_lambda"] if run["local_lambda"] is not None else run["true_lambda"]
     mean_bias = float(np.nanmean(bias))
-    corrected = run["llc_mean"] * (1.0 - mean_bias)
+    corrected = run["llc_mean"] - mean_bias * abs(run["llc_mean"])  # as llc_step_corrected
     return {
         "bucket": run["bucket"],
         "seed": run["seed"],

@@ -149,7 +149,8 @@ class LLCResult(NamedTuple):
     def llc_step_corrected(self) -> float | None:
         """``llc_mean`` less its predicted first-order step-size bias.
 
-        ``llc_mean * (1 - mean(predicted_step_bias))``: the estimate with the
+        ``llc_mean - mean(predicted_step_bias) * |llc_mean|`` (the bias is stored
+        relative to ``|llc_mean|``): the estimate with the
         discretisation and minibatch-noise bias of the quadratic model
         (:func:`llc.calibration.predicted_bias_at`, evaluated where each chain ended)
         removed; the second-order remainder is about the square of that bias. None
@@ -182,7 +183,7 @@ class LLCResult(NamedTuple):
         """
         if self.predicted_step_bias is None or not np.isfinite(self.predicted_step_bias).any():
             return None
-        return self.llc_mean * (1.0 - float(np.nanmean(self.predicted_step_bias)))
+        return self.llc_mean - float(np.nanmean(self.predicted_step_bias)) * abs(self.llc_mean)
 
     def summary(self) -> str:
         """A short human-readable report."""
@@ -1106,9 +1107,9 @@ def assemble(
                 f"{end:.1%} of the estimate (per chain: "
                 f"{', '.join(f'{b:.1%}' for b in step_bias)}), above {max_bias:.1%}"
                 f"{at_calibration}, so llc_mean is biased upward by about that much "
-                f"(llc_step_corrected = {llc_mean * (1 - end):.4g} removes it to first "
+                f"(llc_step_corrected = {llc_mean - end * abs(llc_mean):.4g} removes it to first "
                 "order). On deep linear networks of ~100K parameters the excess over the "
-                "exact value was about this prediction; on ~1K ones a run at half the step "
+                "exact value was about this prediction; on a ~1K one a run at half the step "
                 "measured 2-6 times it. Halve step_size and double the steps, or compare a "
                 "run at half the step."
             )

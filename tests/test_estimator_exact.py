@@ -55,6 +55,11 @@ def test_quadratic_full_batch_matches_ula_closed_form(step_size):
     corrected = result.llc_step_corrected
     assert abs(corrected - (exact + remainder)) <= Z * result.llc_stderr, (corrected, exact)
     assert abs(corrected - exact) < abs(result.llc_mean - exact)
+    # The predicted bias is upward whatever the estimate's sign (it is stored relative
+    # to |llc_mean|), so a negative estimate is corrected downward too.
+    flipped = result._replace(llc_mean=-result.llc_mean)
+    shift = result.llc_mean - corrected
+    assert flipped.llc_step_corrected == pytest.approx(-result.llc_mean - shift)
 
 
 def test_quadratic_small_step_matches_exact_expectation():
