@@ -3,8 +3,8 @@
 Reads result files of ``benchmarks/accuracy.py`` (``results/<name>.json``) and, for every
 run that recorded ``predicted_step_bias`` (the first-order step-size bias where each
 chain ended, relative to the estimate), compares the relative error of the estimate with
-that of the estimate less its predicted bias, ``llc_mean - mean(bias) * |llc_mean|``: what
-``LLCResult.llc_step_corrected`` reports. Nothing is sampled: the runs are the ones
+that of the estimate less its predicted bias (``llc.estimator.less_step_bias``, what
+``LLCResult.llc_step_corrected`` reports). Nothing is sampled: the runs are the ones
 stored, so the comparison is free and the same command always gives the same table.
 
 Relative error is (lambda - estimate) / lambda, against the exact local LLC where known
@@ -22,6 +22,8 @@ import json
 
 import numpy as np
 from _common import RESULTS, write
+
+from llc.estimator import less_step_bias
 
 # The library's recipes where their step bias is at stake, grouped as the README reports
 # them: the ~1K and ~10K minimal-point recipe (dln_recipe(point="minimal")) on its
@@ -59,12 +61,10 @@ def compare(run: dict) -> dict | None:
     bias = run.get("predicted_step_bias")
     if bias is None or "llc_mean" not in run:
         return None
-    bias = np.asarray(bias, np.float64)
-    if not np.isfinite(bias).any():
+    corrected = less_step_bias(run["llc_mean"], bias)  # what llc_step_corrected reports
+    if corrected is None:
         return None
     target = run["local_lambda"] if run["local_lambda"] is not None else run["true_lambda"]
-    mean_bias = float(np.nanmean(bias))
-    corrected = run["llc_mean"] - mean_bias * abs(run["llc_mean"])  # as llc_step_corrected
     return {
         "bucket": run["bucket"],
         "seed": run["seed"],
@@ -72,7 +72,7 @@ def compare(run: dict) -> dict | None:
         "target": target,
         "llc_mean": run["llc_mean"],
         "llc_stderr": run["llc_stderr"],
-        "predicted_step_bias": mean_bias,
+        "predicted_step_bias": float(np.nanmean(np.asarray(bias, np.float64))),
         "llc_step_corrected": corrected,
         "relative_error": (target - run["llc_mean"]) / target,
         "step_corrected_relative_error": (target - corrected) / target,

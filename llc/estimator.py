@@ -149,9 +149,8 @@ class LLCResult(NamedTuple):
     def llc_step_corrected(self) -> float | None:
         """``llc_mean`` less its predicted first-order step-size bias.
 
-        ``llc_mean - mean(predicted_step_bias) * |llc_mean|`` (the bias is stored
-        relative to ``|llc_mean|``): the estimate with the
-        discretisation and minibatch-noise bias of the quadratic model
+        :func:`less_step_bias` of ``llc_mean`` and ``predicted_step_bias``: the estimate
+        with the discretisation and minibatch-noise bias of the quadratic model
         (:func:`llc.calibration.predicted_bias_at`, evaluated where each chain ended)
         removed; the second-order remainder is about the square of that bias. None
         when no bias was predicted (NUTS, or every chain diverged).
@@ -181,9 +180,9 @@ class LLCResult(NamedTuple):
             >>> abs(result.llc_step_corrected / exact - 1) < 0.02
             True
         """
-        if self.predicted_step_bias is None or not np.isfinite(self.predicted_step_bias).any():
+        if self.predicted_step_bias is None:
             return None
-        return self.llc_mean - float(np.nanmean(self.predicted_step_bias)) * abs(self.llc_mean)
+        return less_step_bias(self.llc_mean, self.predicted_step_bias)
 
     def summary(self) -> str:
         """A short human-readable report."""
@@ -200,6 +199,23 @@ class LLCResult(NamedTuple):
         ]
         lines += [f"  [{flag}] {self.evidence[flag]}" for flag in self.flags]
         return "\n".join(lines)
+
+
+def less_step_bias(llc_mean: float, predicted_step_bias) -> float | None:
+    """``llc_mean - mean(predicted_step_bias) * |llc_mean|``: the estimate less its bias.
+
+    ``predicted_step_bias`` is per chain and relative to ``|llc_mean|`` (as
+    :attr:`LLCResult.predicted_step_bias`); the bias is upward whatever the estimate's
+    sign. NaN entries (diverged chains) are skipped; None when none is finite.
+
+    Examples:
+        >>> less_step_bias(100.0, [0.02, 0.04])
+        97.0
+    """
+    bias = np.asarray(predicted_step_bias, np.float64)
+    if not np.isfinite(bias).any():
+        return None
+    return llc_mean - float(np.nanmean(bias)) * abs(llc_mean)
 
 
 def default_nbeta(num_data: int) -> float:
@@ -1107,11 +1123,11 @@ def assemble(
                 f"{end:.1%} of the estimate (per chain: "
                 f"{', '.join(f'{b:.1%}' for b in step_bias)}), above {max_bias:.1%}"
                 f"{at_calibration}, so llc_mean is biased upward by about that much "
-                f"(llc_step_corrected = {llc_mean - end * abs(llc_mean):.4g} removes it to first "
-                "order). On deep linear networks of ~100K parameters the excess over the "
-                "exact value was about this prediction; on a ~1K one a run at half the step "
-                "measured 2-6 times it. Halve step_size and double the steps, or compare a "
-                "run at half the step."
+                f"(llc_step_corrected = {less_step_bias(llc_mean, step_bias):.4g} removes "
+                "it to first order). On deep linear networks of ~100K parameters the excess "
+                "over the exact value was about this prediction; on a ~1K one a run at half "
+                "the step measured 2-6 times it. Halve step_size and double the steps, or "
+                "compare a run at half the step."
             )
     if flags and warn:
         warnings.warn(
