@@ -40,12 +40,14 @@ GROUPS = {
     "100K minimal, auto x4": [
         "accuracy_minimal_rmsprop_sgld_autostep_x4_100K_seed7",
         "accuracy_minimal_rmsprop_sgld_autostep_x4_100K_heldout",
+        "accuracy_minimal_rmsprop_sgld_autostep_x4_100K_heldout2",
     ],
     "100K minimal, hand-picked (Furman & Lau)": [
         "accuracy_minimal_100K_seed7",
         "accuracy_minimal_100K_seed6",
         "accuracy_minimal_100K_seed2",
         "accuracy_minimal_100K_heldout",
+        "accuracy_minimal_100K_heldout2",
     ],
     "100K teacher (target: Aoyagi's lambda, not proven local)": [
         "accuracy_100k_seeds12",

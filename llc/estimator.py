@@ -155,9 +155,10 @@ class LLCResult(NamedTuple):
         removed; the second-order remainder is about the square of that bias. None
         when no bias was predicted (NUTS, or every chain diverged).
 
-        Where the step bias dominates the error it closes most of it: at the two exact
+        Where the step bias dominates the error it closes most of it: at the four exact
         ~100K deep-linear-network targets run with ``step_size="auto"`` (README, "the
-        step-size bias"), -2.9% became +0.0% (seed 7) and -0.1% (held-out seed 655).
+        step-size bias"), -2.9% became +0.0% (seed 7), and on held-out seeds -2.9%,
+        -2.8% and -2.4% became -0.1%, -0.2% and +0.4%.
         Where the chains are still equilibrating in flat directions (an underestimate
         the upward step bias partly hides) it can widen the error: on held-out ~1K and
         ~10K networks the median |error| fell (1.8% -> 1.6%, 1.7% -> 1.1%) but the
