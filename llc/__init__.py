@@ -1,18 +1,23 @@
 """llc: the local learning coefficient of singular learning theory, in JAX."""
 
 from llc import ground_truth, hessian, plot, samplers, sgld
-from llc.calibration import CalibrationResult, calibrate
+from llc.calibration import calibrate
 from llc.diagnose import Diagnosis, diagnose
-from llc.estimator import LLCResult, default_nbeta, estimate_llc, llc_from_losses
+from llc.estimator import estimate_llc
+from llc.flags import Evidence
 from llc.hessian import HessianSpectrum, hessian_spectrum
 from llc.models import from_linen, from_nnx
 from llc.refine import RefineResult, refine_to_minimum
+from llc.report import llc_from_losses
+from llc.result import CalibrationResult, LLCResult, load_result
+from llc.settings import default_nbeta
 from llc.temperature import MultiTemperatureResult, estimate_llc_multitemp
 from llc.trajectory import TrajectoryResult, estimate_llc_trajectory
 
 __all__ = [
     "CalibrationResult",
     "Diagnosis",
+    "Evidence",
     "HessianSpectrum",
     "LLCResult",
     "MultiTemperatureResult",
@@ -30,6 +35,7 @@ __all__ = [
     "hessian",
     "hessian_spectrum",
     "llc_from_losses",
+    "load_result",
     "plot",
     "refine_to_minimum",
     "samplers",

@@ -80,6 +80,13 @@ def check_data(data) -> int:
 
 def check_params(params) -> int:
     """Floating-point, finite leaves; returns the number of parameters d."""
+    if callable(params) and type(params).__module__.startswith("flax"):
+        msg = (
+            f"params is a flax model ({type(params).__name__}), not its parameters; pass "
+            "params, loss_fn = llc.from_nnx(model, criterion) (llc.from_linen for a linen "
+            "module and its variables)."
+        )
+        raise TypeError(msg)
     leaves = jax.tree_util.tree_flatten_with_path(params)[0]
     if not leaves:
         msg = "params must be a pytree with at least one array leaf."

@@ -44,222 +44,32 @@ rose 25-fold across the grid at acceptances down to 0.12.
 
 ``estimate_llc(..., step_size="auto")`` applies this rule with the default grid, and then
 keeps applying the bias cap during the burn-in, where the chains are (see
-``llc.estimator._follow_burnin``): a long run can carry them into regions stiffer than the
+``llc.burnin.follow``): a long run can carry them into regions stiffer than the
 calibration's short run saw.
 """
 
 import math
 import time
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from llc import _loop, samplers
-from llc import estimator as _estimator
+from llc import loop, samplers
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
-from llc.hessian import hvp, largest_eigenvalue_magnitude
+from llc.plan import Plan, make_plan
+from llc.report import assemble
+from llc.result import CalibrationResult
+from llc.settings import Settings, signature
+from llc.step_bias import MAX_STEP_BIAS, CurvatureModel, curvature_model, predicted_bias_at
 
-__all__ = ["CalibrationResult", "CurvatureModel", "calibrate", "curvature_model"]
+__all__ = ["calibrate", "calibrate_plan", "default_step_sizes"]
 
 _GRID_FACTORS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 _RMSPROP_POINTS = 12
 _MAX_STIFFNESS = 2.0
 _MAX_WIDENINGS = 3
-_NUM_PROBES = 16
-
-
-class CurvatureModel(NamedTuple):
-    """What the rule knows about w* before sampling (host arrays).
-
-    Attributes:
-        mu_max: the largest Hessian eigenvalue magnitude (Lanczos).
-        hessian_diagonal: ``(d,)`` Hutchinson estimate of ``diag(H)`` at w*.
-        gradient_variance: ``(d,)`` variance of a minibatch-gradient coordinate at w*
-            (zeros for full batch).
-        scale: ``1 / (nbeta mu_max + gamma)``, the default grid's unit for SGLD.
-    """
-
-    mu_max: float
-    hessian_diagonal: np.ndarray
-    gradient_variance: np.ndarray
-    scale: float
-
-
-class CalibrationResult(NamedTuple):
-    """What :func:`calibrate` returns; the grid arrays are ``(localizations, step_sizes)``.
-
-    Attributes:
-        step_sizes: ``(S,)`` the step sizes tried, ascending.
-        localizations: ``(G,)`` the localizations tried, ascending.
-        llc_mean: estimate per setting.
-        llc_std: standard deviation across chains per setting.
-        acceptance: mean MALA acceptance per setting (NaN for momentum samplers).
-        rhat: R-hat of the loss traces per setting.
-        escape_share: share of chains that escaped to lower loss per setting.
-        num_diverged: diverged chains per setting.
-        predicted_bias: the rule's predicted step-size bias, relative to the estimate.
-        stiffness: ``max_i s_i (nbeta H_ii + gamma)`` (4 is the stability limit).
-        healthy: whether the setting passes the rule's checks.
-        reasons: for each setting, why it is not healthy ("" if it is).
-        results: ``results[g][s]``, the full :class:`llc.LLCResult` of each setting.
-        recommended: ``{"step_size": ..., "localization": ...}`` chosen by the rule.
-        rule: the rule, in words, with the numbers that decided it.
-        max_bias: the predicted-bias limit the rule used.
-        min_acceptance: the MALA acceptance floor the rule used.
-        curvature: the :class:`CurvatureModel` at w*.
-        wall_time: seconds for the whole calibration.
-    """
-
-    step_sizes: np.ndarray
-    localizations: np.ndarray
-    llc_mean: np.ndarray
-    llc_std: np.ndarray
-    acceptance: np.ndarray
-    rhat: np.ndarray
-    escape_share: np.ndarray
-    num_diverged: np.ndarray
-    predicted_bias: np.ndarray
-    stiffness: np.ndarray
-    healthy: np.ndarray
-    reasons: np.ndarray
-    results: list
-    recommended: dict
-    rule: str
-    max_bias: float
-    min_acceptance: float
-    curvature: CurvatureModel
-    wall_time: float
-
-    def table(self) -> str:
-        """The grid as a fixed-width text table, the recommended row marked ``*``."""
-        rows = [
-            f"{'gamma':>9} {'step_size':>10} {'llc':>10} {'std':>9} {'bias':>7} {'stiff':>6} "
-            f"{'accept':>6} {'rhat':>6} {'esc':>4} {'div':>3}  verdict"
-        ]
-        best = (self.recommended["localization"], self.recommended["step_size"])
-        for g, gamma in enumerate(self.localizations):
-            for s, eps in enumerate(self.step_sizes):
-                mark = "*" if (gamma, eps) == best else " "
-                verdict = "healthy" if self.healthy[g, s] else self.reasons[g, s]
-                rows.append(
-                    f"{gamma:9.3g} {eps:10.3g} {self.llc_mean[g, s]:10.4g} "
-                    f"{self.llc_std[g, s]:9.3g} {self.predicted_bias[g, s]:7.2%} "
-                    f"{self.stiffness[g, s]:6.3g} {self.acceptance[g, s]:6.3f} "
-                    f"{self.rhat[g, s]:6.3f} {self.escape_share[g, s]:4.2f} "
-                    f"{int(self.num_diverged[g, s]):3d} {mark}{verdict}"
-                )
-        return "\n".join(rows)
-
-
-def curvature_model(
-    rng_key: PRNGKey,
-    loss_fn: LossFn,
-    params: ArrayTree,
-    data: Batch,
-    *,
-    nbeta: float,
-    localization: float,
-    batch_size: int | None = None,
-    eval_rows: int = 8192,
-) -> CurvatureModel:
-    """Curvature and gradient noise at w*: the default grid's unit and the stability bound.
-
-    Costs ``30 + 16`` Hessian-vector products on up to ``eval_rows`` samples and 16
-    minibatch gradients. (The rule's bias prediction uses the same two quantities, but
-    measured where each calibration setting's chains ended: see the module docstring.)
-
-    Examples:
-        >>> import jax, jax.numpy as jnp
-        >>> loss_fn = lambda w, b: 0.5 * jnp.sum(jnp.array([4.0, 1.0]) * w**2)
-        >>> m = curvature_model(jax.random.key(0), loss_fn, jnp.zeros(2), jnp.zeros((10, 1)),
-        ...                     nbeta=1.0, localization=0.0)
-        >>> round(m.mu_max, 3), m.hessian_diagonal.round(3).tolist()
-        (4.0, [4.0, 1.0])
-    """
-    n = jax.tree.leaves(data)[0].shape[0]
-    rows = min(eval_rows, n)
-    head = jax.tree.map(lambda x: x[:rows], data)
-    lanczos_key, probe_key, batch_key = jax.random.split(rng_key, 3)
-    mu = float(largest_eigenvalue_magnitude(lanczos_key, loss_fn, params, head))
-    diag, variance = _local_noise(probe_key, batch_key, loss_fn, params, data, head, batch_size)
-    return CurvatureModel(mu, diag, variance, 1.0 / (nbeta * mu + localization))
-
-
-@jax.jit(static_argnames=("loss_fn",))
-def _hutchinson_diagonal(rng_key, loss_fn, params, batch):
-    """``E[z * (H z)]`` over Rademacher probes ``z``: an unbiased estimate of diag(H)."""
-    flat, unravel = jax.flatten_util.ravel_pytree(params)
-    matvec = hvp(loss_fn, params, batch)
-    signs = jax.random.rademacher(rng_key, (_NUM_PROBES, flat.size), flat.dtype)
-
-    def one(z):
-        return z * jax.flatten_util.ravel_pytree(matvec(unravel(z)))[0]
-
-    return jnp.mean(jax.lax.map(one, signs), axis=0)
-
-
-@jax.jit(static_argnames=("loss_fn", "batch_size"))
-def _minibatch_gradient_variance(rng_key, loss_fn, params, data, batch_size):
-    """Per-coordinate variance of the minibatch-mean gradient at ``params``."""
-    n = jax.tree.leaves(data)[0].shape[0]
-
-    def one(key):
-        idx = jax.random.randint(key, (batch_size,), 0, n)
-        batch = jax.tree.map(lambda x: x[idx], data)
-        return jax.flatten_util.ravel_pytree(jax.grad(loss_fn)(params, batch))[0]
-
-    grads = jax.lax.map(one, jax.random.split(rng_key, _NUM_PROBES))
-    return jnp.var(grads, axis=0, ddof=1)
-
-
-def _local_noise(probe_key, batch_key, loss_fn, params, data, head, batch_size):
-    """Hutchinson's ``diag(H)`` on ``head`` and the minibatch-gradient variance at a point."""
-    diag = np.asarray(_hutchinson_diagonal(probe_key, loss_fn, params, head), np.float64)
-    if batch_size is None:
-        return diag, np.zeros_like(diag)
-    variance = _minibatch_gradient_variance(batch_key, loss_fn, params, data, batch_size)
-    return diag, np.asarray(variance, np.float64)
-
-
-def predicted_bias_at(noise_keys, plan, where, head, steps):
-    """The rule's first-order step-size bias of steps ``steps`` at the point ``where``.
-
-    Returns ``(absolute, curv)``: ``steps @ (nbeta diag(H) + nbeta^2 c) / 8`` (one value
-    per row of ``steps``, the per-coordinate steps of a chain) and ``nbeta diag(H)``
-    clipped at 0, both measured at ``where`` (the module docstring has the derivation).
-    """
-    diag, variance = _local_noise(
-        *noise_keys, plan.loss_fn, where, plan.data, head, plan.config.batch_size
-    )
-    curv = plan.nbeta * np.clip(diag, 0, None)
-    noise = plan.nbeta**2 * variance
-    return np.asarray(steps, np.float64) @ (curv + noise) / 8, curv
-
-
-def chain_bias(plan, positions, steps, alive) -> np.ndarray:
-    """The rule's predicted (absolute) step-size bias at every chain's position.
-
-    Args:
-        plan: the :class:`llc.estimator.Plan` of the run.
-        positions: the chains' positions (every leaf with a leading chain axis).
-        steps: ``(chains, d)`` each chain's per-coordinate steps.
-        alive: ``(chains,)`` bool, the chains to evaluate (not diverged).
-
-    Returns:
-        ``(chains,)``: :func:`predicted_bias_at` in units of ``nbeta (L - L*)``, NaN for
-        the chains not evaluated or with non-finite steps.
-    """
-    rows = min(plan.eval_rows, plan.num_data)
-    head = jax.tree.map(lambda x: x[:rows], plan.data)
-    noise_keys = jax.random.split(jax.random.fold_in(plan.rng_key, 13), 2)
-    steps = np.asarray(steps, np.float64)
-    out = np.full(steps.shape[0], np.nan)
-    for c in np.flatnonzero(np.asarray(alive) & np.all(np.isfinite(steps), axis=1)):
-        where = jax.tree.map(lambda x, c=c: x[c], positions)
-        out[c] = float(predicted_bias_at(noise_keys, plan, where, head, steps[c][None])[0][0])
-    return out
+_DEFAULTS = {"num_draws": 200, "num_burnin_steps": 200}
 
 
 def default_step_sizes(
@@ -292,18 +102,9 @@ def calibrate(
     *,
     step_sizes=None,
     localizations=None,
-    nbeta: float | None = None,
-    sampler: str = "sgld",
-    sampler_options: dict | None = None,
-    num_chains: int = 4,
-    num_draws: int = 200,
-    num_burnin_steps: int = 200,
-    num_steps_bw_draws: int = 1,
-    batch_size: int | None = None,
-    control_variate: bool = True,
-    eval_batch_size: int | None = None,
-    max_bias: float = _estimator.MAX_STEP_BIAS,
+    max_bias: float = MAX_STEP_BIAS,
     min_acceptance: float = 0.5,
+    **settings,
 ) -> CalibrationResult:
     """Run a grid of step sizes (and localizations) in one compiled call; recommend one.
 
@@ -313,21 +114,15 @@ def calibrate(
         params: w*.
         data: a pytree of arrays with a leading sample axis.
         step_sizes: the step sizes to try; default :func:`default_step_sizes`.
-        localizations: the localizations gamma to try (default ``[1.0]``).
-        nbeta: n times the inverse temperature (default ``n / log n``).
-        sampler: a stochastic-gradient sampler of :mod:`llc.samplers`.
-        sampler_options: its options.
-        num_chains: chains per setting.
-        num_draws: draws per chain per setting.
-        num_burnin_steps: burn-in steps per chain per setting.
-        num_steps_bw_draws: steps per draw.
-        batch_size: minibatch size (None: full batch).
-        control_variate: as in :func:`llc.estimate_llc`.
-        eval_batch_size: rows per full-data loss evaluation.
+        localizations: the localizations gamma to try (default: the ``localization``
+            setting, 1.0).
         max_bias: the largest predicted step-size bias, relative to the estimate, that
             the rule accepts.
         min_acceptance: the smallest mean MALA acceptance the rule accepts (Langevin
             samplers; the momentum samplers have none).
+        **settings: any keyword of :func:`llc.estimate_llc` but ``step_size`` (each
+            setting's runs use them; here ``num_draws`` and ``num_burnin_steps`` default
+            to 200 and the burn-in is fixed).
 
     Returns:
         A :class:`CalibrationResult` (``.table()`` prints it; ``llc.plot.calibration``
@@ -345,9 +140,6 @@ def calibrate(
         >>> cal.recommended["step_size"] in cal.step_sizes
         True
     """
-    if sampler == "nuts":
-        msg = "calibrate tunes the stochastic-gradient samplers; 'nuts' adapts its own step."
-        raise ValueError(msg)
     max_bias, min_acceptance = float(max_bias), float(min_acceptance)
     if not 0 < max_bias < 1:
         msg = f"max_bias must be in (0, 1); got {max_bias}."
@@ -355,23 +147,18 @@ def calibrate(
     if not 0 <= min_acceptance < 1:
         msg = f"min_acceptance must be in [0, 1); got {min_acceptance}."
         raise ValueError(msg)
-    plan = _estimator.make_plan(
-        rng_key,
-        loss_fn,
-        params,
-        data,
-        step_size="auto",
-        nbeta=nbeta,
-        sampler=sampler,
-        sampler_options=sampler_options,
-        num_chains=num_chains,
-        num_draws=num_draws,
-        num_burnin_steps=num_burnin_steps,
-        num_steps_bw_draws=num_steps_bw_draws,
-        batch_size=batch_size,
-        control_variate=control_variate,
-        eval_batch_size=eval_batch_size,
+    s = Settings.build(
+        "calibrate", defaults={**_DEFAULTS, "step_size": "auto"}, refuse=("step_size",), **settings
     )
+    if not samplers.CAPABILITIES[s.sampler].step_size:
+        msg = (
+            f"calibrate tunes the stochastic-gradient samplers; {s.sampler!r} adapts its own step."
+        )
+        raise ValueError(msg)
+    if s.auto_burnin:
+        msg = "calibrate runs a fixed burn-in; pass num_burnin_steps as a count."
+        raise ValueError(msg)
+    plan = make_plan(rng_key, loss_fn, params, data, s)
     return calibrate_plan(
         plan,
         step_sizes=step_sizes,
@@ -391,16 +178,19 @@ def _check_grid(name: str, values, allow_zero: bool) -> np.ndarray:
     return np.unique(arr)
 
 
+calibrate.__signature__ = signature(calibrate, refuse=("step_size",), defaults=_DEFAULTS)
+
+
 def calibrate_plan(
-    plan,
+    plan: Plan,
     *,
     step_sizes=None,
     localizations=None,
-    max_bias: float = _estimator.MAX_STEP_BIAS,
+    max_bias: float = MAX_STEP_BIAS,
     min_acceptance: float = 0.5,
     short=False,
 ) -> CalibrationResult:
-    """:func:`calibrate` for a validated :class:`llc.estimator.Plan`.
+    """:func:`calibrate` for a validated :class:`llc.plan.Plan`.
 
     Without ``localizations`` the plan's own is the only one; without ``step_sizes`` the
     default grid. The run length is the plan's; with ``short`` (``step_size="auto"``)
@@ -484,14 +274,14 @@ def _evaluate_grid(plan, config, model, gammas, step_sizes, thresholds) -> dict:
     dtype = jnp.result_type(*jax.tree.leaves(plan.params))
     settings = [(g, e) for g in gammas for e in step_sizes]
     hypers = [
-        _loop.make_hyper(e, plan.nbeta, g, plan.init_loss, dtype, 0, plan.options)
+        loop.make_hyper(e, plan.nbeta, g, plan.init_loss, dtype, 0, plan.options)
         for g, e in settings
     ]
-    out = _loop.run_grid(
+    out = loop.run_grid(
         plan.rng_key,
         plan.params,
         plan.data,
-        _loop.stack_hypers(hypers),
+        loop.stack_hypers(hypers),
         plan.direction,
         plan.held,
         loss_fn=plan.loss_fn,
@@ -502,8 +292,7 @@ def _evaluate_grid(plan, config, model, gammas, step_sizes, thresholds) -> dict:
     results = [[None] * shape[1] for _ in range(shape[0])]
     bias = np.zeros(shape)
     stiffness = np.zeros(shape)
-    rows = min(plan.eval_rows, plan.num_data)
-    head = jax.tree.map(lambda x: x[:rows], plan.data)
+    head = plan.head()
     noise_keys = jax.random.split(jax.random.fold_in(plan.rng_key, 13), 2)
     preconditioned = samplers.SAMPLERS[plan.sampler].proposal_scale not in (
         None,
@@ -512,9 +301,7 @@ def _evaluate_grid(plan, config, model, gammas, step_sizes, thresholds) -> dict:
     for i, (g, e) in enumerate(settings):
         at = (i // shape[1], i % shape[1])
         one = jax.tree.map(lambda x, i=i: x[i], out)
-        r = _estimator.assemble(
-            plan, one, time.perf_counter(), step_size=e, localization=g, warn=False
-        )
+        r = assemble(plan, one, time.perf_counter(), step_size=e, localization=g, warn=False)
         results[at[0]][at[1]] = r
         finite = np.all(np.isfinite(one.scale_max), axis=1) & ~r.diverged
         steps = one.scale[finite].astype(np.float64)

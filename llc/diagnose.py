@@ -23,10 +23,12 @@ from jax.flatten_util import ravel_pytree
 
 from llc import _chunks
 from llc import _validation as check
-from llc._lanczos import lanczos
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
-from llc.estimator import LLCResult, default_nbeta
-from llc.hessian import HessianSpectrum, _full_data_flat_matvec, hessian_spectrum
+from llc.flags import Evidence
+from llc.hessian import HessianSpectrum, full_data_flat_matvec, hessian_spectrum
+from llc.lanczos import lanczos
+from llc.result import LLCResult
+from llc.settings import default_nbeta
 
 __all__ = ["Diagnosis", "diagnose"]
 
@@ -36,7 +38,7 @@ class Diagnosis(NamedTuple):
 
     Attributes:
         flags: short names of the problems found (empty: w* looks like a minimum).
-        evidence: for each flag, the numbers behind it.
+        evidence: for each flag, its :class:`llc.Evidence` (the numbers behind it).
         verdict: one line for the user.
         remedy: what to do, with numbers ("" when nothing is needed).
         spectrum: the Hessian probe.
@@ -76,7 +78,7 @@ class Diagnosis(NamedTuple):
 @partial(jax.jit, static_argnames=("loss_fn", "num_matvecs", "chunk"))
 def _gradient_quadrature(rng_key, loss_fn, params, data, num_matvecs, chunk):
     """Full-data gradient g, and Ritz nodes/weights of H from the start vector g."""
-    _, _, matvec = _full_data_flat_matvec(loss_fn, params, data, chunk)
+    _, _, matvec = full_data_flat_matvec(loss_fn, params, data, chunk)
     g = _chunks.mean(lambda b: ravel_pytree(jax.grad(loss_fn)(params, b))[0], data, chunk)
     norm = jnp.linalg.norm(g)
     start = jnp.where(norm > 0, g, jnp.ones_like(g))
@@ -159,11 +161,11 @@ def diagnose(
     g_norm = float(g_norm)
 
     mu_min, mu_max = spec.min_eigenvalue, spec.max_eigenvalue
-    tol = max(1e-5 * abs(mu_max), 2.0 * float(spec.smallest_residuals[0]))
+    tol = spec.zero_tolerance
     negative = mu_min < -tol
     min_gamma = nbeta * abs(mu_min) if negative else 0.0
     confined = gamma > min_gamma
-    neg_count = int(round(spec.fraction_below(-tol) * d)) if negative else 0
+    neg_count = int(round(spec.negative_fraction() * d)) if negative else 0
     neg_count = max(neg_count, int(np.sum(spec.smallest < -tol))) if negative else 0
 
     if confined:
@@ -178,29 +180,40 @@ def diagnose(
     flags, evidence = [], {}
     if negative:
         flags.append("negative_curvature")
-        evidence["negative_curvature"] = (
-            f"smallest Hessian eigenvalue {mu_min:.4g} (Ritz residual "
-            f"{spec.smallest_residuals[0]:.2g}; largest {mu_max:.4g}); about {neg_count} "
-            f"eigenvalues below -{tol:.2g}: w* is a saddle, not a minimum."
+        evidence["negative_curvature"] = Evidence(
+            "negative_curvature",
+            f"smallest Hessian eigenvalue {mu_min:.4g}; about {neg_count} below -{tol:.2g}",
+            {"mu_min": mu_min, "mu_max": mu_max, "count": neg_count, "tolerance": tol},
+            f"Ritz residual {spec.smallest_residuals[0]:.2g}; largest eigenvalue {mu_max:.4g}: "
+            "w* is a saddle, not a minimum.",
         )
     if negative and not confined:
         flags.append("unconfined")
-        evidence["unconfined"] = (
-            f"localization {gamma:g} <= nbeta * |mu_min| = {nbeta:.4g} * {abs(mu_min):.4g} = "
-            f"{min_gamma:.4g}: the localized posterior does not exist along the negative "
-            "direction; chains slide to lower loss and the estimate is meaningless."
+        evidence["unconfined"] = Evidence(
+            "unconfined",
+            f"localization {gamma:g} <= nbeta |mu_min| = {min_gamma:.4g}",
+            {"localization": gamma, "min_localization": min_gamma, "nbeta": nbeta},
+            f"nbeta * |mu_min| = {nbeta:.4g} * {abs(mu_min):.4g}: the localized posterior "
+            "does not exist along the negative direction; chains slide to lower loss and the "
+            "estimate is meaningless.",
         )
     scale = max(lam_quad, 0.5) if confined else 0.5
     if confined and -grad_bias > 0.1 * scale:
         flags.append("large_gradient")
-        evidence["large_gradient"] = (
-            f"||grad L_n(w*)|| = {g_norm:.4g}: w* is not a critical point. The gradient "
-            f"shifts E[lambda_hat] by {grad_bias:.4g} (quadratic model), against "
-            f"{lam_quad:.4g} from the curvature alone."
+        evidence["large_gradient"] = Evidence(
+            "large_gradient",
+            f"||grad L_n(w*)|| = {g_norm:.4g} shifts E[lambda_hat] by {grad_bias:.4g}",
+            {"grad_norm": g_norm, "gradient_bias": grad_bias, "lambda_quadratic": lam_quad},
+            f"w* is not a critical point. The gradient shifts E[lambda_hat] by {grad_bias:.4g} "
+            f"(quadratic model), against {lam_quad:.4g} from the curvature alone.",
         )
     elif not confined and g_norm > 0 and nbeta * g_norm > math.sqrt(max(gamma, 1e-12)):
         flags.append("large_gradient")
-        evidence["large_gradient"] = f"||grad L_n(w*)|| = {g_norm:.4g}: w* is not a critical point."
+        evidence["large_gradient"] = Evidence(
+            "large_gradient",
+            f"||grad L_n(w*)|| = {g_norm:.4g}: w* is not a critical point",
+            {"grad_norm": g_norm},
+        )
     if result is not None:
         for flag in result.flags:
             if flag not in evidence:

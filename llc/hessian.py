@@ -3,7 +3,7 @@
 Everything here works through Hessian-vector products (forward-over-reverse), never
 forming the Hessian, except :func:`dense_hessian_eigenvalues`, the exact oracle for
 small models. :func:`hessian_spectrum` runs Lanczos with full reorthogonalisation
-(``llc._lanczos``, a small in-house implementation: the project depends on nothing
+(``llc.lanczos``, a small in-house implementation: the project depends on nothing
 else for it, and the smallest eigenvalues need the same care as the largest) from
 several random sign vectors, which gives the extreme eigenvalues, a Hutchinson trace
 and a stochastic-Lanczos-quadrature density in one pass.
@@ -30,8 +30,8 @@ from jax.flatten_util import ravel_pytree
 
 from llc import _chunks
 from llc import _validation as check
-from llc._lanczos import lanczos
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
+from llc.lanczos import lanczos
 
 __all__ = [
     "HessianSpectrum",
@@ -173,8 +173,22 @@ class HessianSpectrum(NamedTuple):
         """
         return float(np.mean(np.sum(np.where(self.nodes < threshold, self.weights, 0.0), axis=1)))
 
+    @property
+    def zero_tolerance(self) -> float:
+        """Eigenvalues with ``|mu|`` at most this count as zero (the one threshold).
 
-def _full_data_flat_matvec(loss_fn: LossFn, params: ArrayTree, data: Batch, chunk: int):
+        ``max(1e-5 |mu_max|, 2 x the smallest Ritz value's residual)``: used by
+        :func:`llc.diagnose` to count negative directions and by
+        :func:`llc.plot.hessian_spectrum` to shade them.
+        """
+        return max(1e-5 * abs(self.max_eigenvalue), 2.0 * float(self.smallest_residuals[0]))
+
+    def negative_fraction(self) -> float:
+        """Estimated fraction of eigenvalues below ``-zero_tolerance``."""
+        return self.fraction_below(-self.zero_tolerance)
+
+
+def full_data_flat_matvec(loss_fn: LossFn, params: ArrayTree, data: Batch, chunk: int):
     """``v -> H v`` on flat vectors for the full-data mean loss, summed over chunks."""
     flat, unravel = ravel_pytree(params)
 
@@ -189,7 +203,7 @@ def _full_data_flat_matvec(loss_fn: LossFn, params: ArrayTree, data: Batch, chun
 
 @partial(jax.jit, static_argnames=("loss_fn", "num_matvecs", "num_probes", "chunk"))
 def _spectrum_core(rng_key, loss_fn, params, data, num_matvecs, num_probes, chunk):
-    flat, _, matvec = _full_data_flat_matvec(loss_fn, params, data, chunk)
+    flat, _, matvec = full_data_flat_matvec(loss_fn, params, data, chunk)
     probe_key, restart_key = jax.random.split(rng_key)
     signs = jax.random.rademacher(probe_key, (num_probes, flat.size), flat.dtype)
 

@@ -16,8 +16,8 @@ import blackjax
 import jax
 import jax.numpy as jnp
 
-from llc._loop import RunOutput
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
+from llc.loop import RunOutput
 
 
 @partial(jax.jit, static_argnames=("loss_fn", "num_chains", "num_warmup", "num_draws"))
@@ -41,7 +41,7 @@ def run_nuts(
     ``starts`` (every leaf with a leading chain axis) starts the chains elsewhere, e.g. where
     another sampler's chains ended; the target is still the one localized at the anchor.
 
-    Returns a :class:`llc._loop.RunOutput` whose ``burnin_delta`` is empty (the warm-up
+    Returns a :class:`llc.loop.RunOutput` whose ``burnin_delta`` is empty (the warm-up
     adapts the kernel, so its draws are not from the target) and whose ``acceptance``
     is NUTS's mean acceptance statistic per draw.
     """

@@ -269,7 +269,7 @@ def hessian_spectrum(spectrum, *, nbeta=None, localization=None, ax=None, grid_s
         density[neg],
         color="tab:red",
         alpha=0.4,
-        label=f"negative: {spectrum.fraction_below(-1e-6 * max(abs(lo), hi)):.1%}",
+        label=f"negative: {spectrum.negative_fraction():.1%}",
     )
     ax.fill_between(grid[~neg], density[~neg], color="tab:blue", alpha=0.25)
     title = f"Hessian spectrum, λ_min = {lo:.3g}, λ_max = {hi:.3g}"

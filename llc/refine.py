@@ -10,9 +10,9 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from llc import _validation as check
-from llc._loop import full_loss
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
 from llc.hessian import hessian_spectrum
+from llc.loop import full_loss
 
 __all__ = ["RefineResult", "refine_to_minimum"]
 

@@ -68,7 +68,14 @@ import jax.numpy as jnp
 from llc import sgld
 from llc._types import Array, ArrayTree
 
-__all__ = ["SAMPLERS", "Sampler", "resolve_options", "log_acceptance"]
+__all__ = [
+    "CAPABILITIES",
+    "SAMPLERS",
+    "Capabilities",
+    "Sampler",
+    "log_acceptance",
+    "resolve_options",
+]
 
 
 class Sampler(NamedTuple):
@@ -268,6 +275,47 @@ SAMPLERS: dict[str, Sampler] = {
         {"diffusion": 0.1},
         None,
     ),
+}
+
+
+class Capabilities(NamedTuple):
+    """What a sampler can do; every entry point checks its arguments against this.
+
+    Attributes:
+        minibatches: it can run on minibatches (False: full batch only).
+        step_size: it takes a step size (False: it adapts its own).
+        options: it takes ``sampler_options``.
+        mala_check: the MALA acceptance of its steps can be computed.
+        directions: it supports ``escape_direction`` and ``held_directions``.
+        auto_burnin: ``num_burnin_steps="auto"`` applies (False: it adapts in warmup).
+        step_bias: it records its per-coordinate steps, so the step-size bias model
+            (:mod:`llc.step_bias`) applies.
+    """
+
+    minibatches: bool
+    step_size: bool
+    options: bool
+    mala_check: bool
+    directions: bool
+    auto_burnin: bool
+    step_bias: bool
+
+
+CAPABILITIES = {
+    **{
+        name: Capabilities(
+            minibatches=True,
+            step_size=True,
+            options=True,
+            mala_check=sampler.proposal_scale is not None,
+            directions=True,
+            auto_burnin=True,
+            step_bias=True,
+        )
+        for name, sampler in SAMPLERS.items()
+    },
+    # full-batch NUTS with window adaptation (llc.nuts): the exact reference
+    "nuts": Capabilities(False, False, False, False, False, False, False),
 }
 
 

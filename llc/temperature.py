@@ -14,6 +14,7 @@ Whether this closes the finite-n gap is an empirical question; ``benchmarks/mult
 measures it against exact finite-n values (see the README).
 """
 
+import dataclasses
 import math
 import time
 from typing import NamedTuple
@@ -22,9 +23,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from llc import _loop
-from llc import estimator as _estimator
+from llc import loop, samplers
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
+from llc.plan import make_plan
+from llc.report import assemble
+from llc.settings import Settings, signature
 
 __all__ = ["MultiTemperatureResult", "estimate_llc_multitemp", "default_nbetas"]
 
@@ -71,19 +74,9 @@ def estimate_llc_multitemp(
     params: ArrayTree,
     data: Batch,
     *,
-    step_size: float,
     nbetas=None,
     num_temperatures: int = 5,
-    localization: float = 1.0,
-    sampler: str = "sgld",
-    sampler_options: dict | None = None,
-    num_chains: int = 4,
-    num_draws: int = 1000,
-    num_burnin_steps: int = 1000,
-    num_steps_bw_draws: int = 1,
-    batch_size: int | None = None,
-    control_variate: bool = True,
-    eval_batch_size: int | None = None,
+    **settings,
 ) -> MultiTemperatureResult:
     """The multi-temperature LLC estimate (see the module docstring).
 
@@ -92,19 +85,13 @@ def estimate_llc_multitemp(
         loss_fn: ``loss_fn(params, batch) -> scalar`` mean loss.
         params: w*.
         data: a pytree of arrays with a leading sample axis n.
-        step_size: epsilon, one for all temperatures (choose it for the largest nbeta).
         nbetas: the temperatures as ``n beta`` (default :func:`default_nbetas`).
         num_temperatures: how many default temperatures (>= 2).
-        localization: gamma, the same at every temperature.
-        sampler: a stochastic-gradient sampler (see :func:`llc.estimate_llc`).
-        sampler_options: its options.
-        num_chains: chains per temperature.
-        num_draws: draws per chain.
-        num_burnin_steps: burn-in steps per chain.
-        num_steps_bw_draws: steps per draw.
-        batch_size: minibatch size (None: full batch).
-        control_variate: see :func:`llc.estimate_llc`.
-        eval_batch_size: rows per full-data loss evaluation.
+        **settings: the keywords of :func:`llc.estimate_llc` but ``nbeta`` (set by
+            ``nbetas``), ``escape_direction``, ``held_directions``, ``num_devices``,
+            ``chunk_draws``, ``max_burnin_steps`` and ``progress_bar``. ``step_size`` is
+            one number for all temperatures (choose it for the largest nbeta), the burn-in
+            a fixed count, and ``localization`` the same at every temperature.
 
     Returns:
         A :class:`MultiTemperatureResult`.
@@ -121,27 +108,15 @@ def estimate_llc_multitemp(
         True
     """
     t0 = time.perf_counter()
-    if isinstance(step_size, str) or step_size is None:
-        msg = "estimate_llc_multitemp takes a numeric step_size (one for all temperatures)."
+    s = Settings.build("estimate_llc_multitemp", refuse=_REFUSED, **settings)
+    if not samplers.CAPABILITIES[s.sampler].step_size or s.step_size == "auto" or s.auto_burnin:
+        msg = (
+            "estimate_llc_multitemp takes a stochastic-gradient sampler with a numeric "
+            "step_size (one for all temperatures) and a fixed num_burnin_steps."
+        )
         raise ValueError(msg)
-    plan = _estimator.make_plan(
-        rng_key,
-        loss_fn,
-        params,
-        data,
-        step_size=step_size,
-        localization=localization,
-        nbeta=None if nbetas is None else float(np.max(nbetas)),
-        sampler=sampler,
-        sampler_options=sampler_options,
-        num_chains=num_chains,
-        num_draws=num_draws,
-        num_burnin_steps=num_burnin_steps,
-        num_steps_bw_draws=num_steps_bw_draws,
-        batch_size=batch_size,
-        control_variate=control_variate,
-        eval_batch_size=eval_batch_size,
-    )
+    nbeta = None if nbetas is None else float(np.max(nbetas))
+    plan = make_plan(rng_key, loss_fn, params, data, dataclasses.replace(s, nbeta=nbeta))
     n = plan.num_data
     if nbetas is None:
         if isinstance(num_temperatures, bool) or int(num_temperatures) != num_temperatures:
@@ -160,13 +135,13 @@ def estimate_llc_multitemp(
         raise ValueError(msg)
     dtype = jnp.result_type(*jax.tree.leaves(plan.params))
     hypers = [
-        _loop.make_hyper(
+        loop.make_hyper(
             plan.step_size, nb, plan.localization, plan.init_loss, dtype, 0, plan.options
         )
         for nb in nbetas
     ]
-    stacked = _loop.stack_hypers(hypers)
-    out = _loop.run_grid(
+    stacked = loop.stack_hypers(hypers)
+    out = loop.run_grid(
         plan.rng_key,
         plan.params,
         plan.data,
@@ -178,9 +153,7 @@ def estimate_llc_multitemp(
     )
     out = jax.tree.map(np.asarray, out)
     results = [
-        _estimator.assemble(
-            plan, jax.tree.map(lambda x, k=k: x[k], out), t0, nbeta=float(nb), warn=False
-        )
+        assemble(plan, jax.tree.map(lambda x, k=k: x[k], out), t0, nbeta=float(nb), warn=False)
         for k, nb in enumerate(nbetas)
     ]
     per_temp_chain = np.stack([r.llc_per_chain for r in results])  # (K, chains)
@@ -200,3 +173,15 @@ def estimate_llc_multitemp(
         results=results,
         wall_time=time.perf_counter() - t0,
     )
+
+
+_REFUSED = (
+    "nbeta",
+    "escape_direction",
+    "held_directions",
+    "num_devices",
+    "chunk_draws",
+    "max_burnin_steps",
+    "progress_bar",
+)
+estimate_llc_multitemp.__signature__ = signature(estimate_llc_multitemp, refuse=_REFUSED)

@@ -7,16 +7,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from llc import _loop
 from llc import _validation as check
-from llc import estimator as _estimator
+from llc import loop, samplers
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
+from llc.plan import make_plan
+from llc.report import assemble
+from llc.settings import Settings, signature
+from llc.step_bias import end_step_bias
 
 __all__ = ["TrajectoryResult", "estimate_llc_trajectory"]
 
 
 class TrajectoryResult(NamedTuple):
-    """What :func:`estimate_llc_trajectory` returns.
+    """What :func:`estimate_llc_trajectory` returns: :class:`llc.LLCResult`'s fields, per T.
 
     Attributes:
         llc_mean: ``(T,)`` the estimate at each checkpoint.
@@ -25,6 +28,10 @@ class TrajectoryResult(NamedTuple):
         flags: ``T`` tuples, the flags of each checkpoint's estimate.
         results: ``T`` :class:`llc.LLCResult`, one per checkpoint (traces, evidence).
         wall_time: seconds for the whole call, compilation included.
+        llc_std: ``(T,)`` the standard deviation across chains at each checkpoint.
+        llc_per_chain: ``(T, chains)`` the per-chain estimates.
+        evidence: ``T`` dicts, each checkpoint's evidence per flag.
+        llc_step_corrected: ``(T,)`` each estimate less its predicted step-size bias.
     """
 
     llc_mean: np.ndarray
@@ -33,6 +40,10 @@ class TrajectoryResult(NamedTuple):
     flags: list
     results: list
     wall_time: float
+    llc_std: np.ndarray | None = None
+    llc_per_chain: np.ndarray | None = None
+    evidence: list | None = None
+    llc_step_corrected: np.ndarray | None = None
 
 
 def estimate_llc_trajectory(
@@ -40,21 +51,7 @@ def estimate_llc_trajectory(
     loss_fn: LossFn,
     checkpoints: ArrayTree,
     data: Batch,
-    *,
-    step_size: float,
-    localization: float = 1.0,
-    nbeta: float | None = None,
-    sampler: str = "sgld",
-    sampler_options: dict | None = None,
-    num_chains: int = 4,
-    num_draws: int = 1000,
-    num_burnin_steps: int = 1000,
-    num_steps_bw_draws: int = 1,
-    batch_size: int | None = None,
-    control_variate: bool = True,
-    eval_batch_size: int | None = None,
-    full_loss_every: int | None = None,
-    acceptance_checks: int | None = None,
+    **settings,
 ) -> TrajectoryResult:
     """Estimate the LLC at every checkpoint of a training run, in one compiled call.
 
@@ -71,21 +68,11 @@ def estimate_llc_trajectory(
         checkpoints: a pytree shaped like the parameters with one extra leading axis T
             on every leaf (e.g. ``jax.tree.map(lambda *p: jnp.stack(p), *param_list)``).
         data: a pytree of arrays with a leading sample axis.
-        step_size: epsilon (one value for all checkpoints; calibrate it at the last
-            checkpoint with :func:`llc.calibrate`, where the curvature is usually largest).
-        localization: gamma.
-        nbeta: n times the inverse temperature (default ``n / log n``).
-        sampler: see :func:`llc.estimate_llc`.
-        sampler_options: see :func:`llc.estimate_llc`.
-        num_chains: chains per checkpoint.
-        num_draws: draws per chain.
-        num_burnin_steps: burn-in steps per chain.
-        num_steps_bw_draws: steps per draw.
-        batch_size: minibatch size (None: full batch).
-        control_variate: see :func:`llc.estimate_llc`.
-        eval_batch_size: rows per full-data loss evaluation.
-        full_loss_every: see :func:`llc.estimate_llc`.
-        acceptance_checks: see :func:`llc.estimate_llc`.
+        **settings: the keywords of :func:`llc.estimate_llc` but ``escape_direction``,
+            ``held_directions``, ``num_devices``, ``chunk_draws``, ``max_burnin_steps``
+            and ``progress_bar``. ``step_size`` is one number for all checkpoints
+            (calibrate it at the last checkpoint with :func:`llc.calibrate`, where the
+            curvature is usually largest) and the burn-in a fixed count.
 
     Returns:
         A :class:`TrajectoryResult`.
@@ -119,43 +106,30 @@ def estimate_llc_trajectory(
     if len(lengths) != 1 or 0 in lengths:
         msg = f"every leaf of checkpoints needs the same non-zero leading axis T; got {lengths}."
         raise ValueError(msg)
-    if isinstance(step_size, str) or step_size is None:
+    s = Settings.build("estimate_llc_trajectory", refuse=_REFUSED, **settings)
+    if not samplers.CAPABILITIES[s.sampler].step_size:
+        msg = f"estimate_llc_trajectory runs the stochastic-gradient samplers, not {s.sampler!r}."
+        raise ValueError(msg)
+    if s.step_size == "auto":
         msg = (
             "estimate_llc_trajectory takes a numeric step_size shared by all checkpoints; "
             "choose it with llc.calibrate at the last checkpoint."
         )
         raise ValueError(msg)
-    if sampler == "nuts":
-        msg = "estimate_llc_trajectory runs the stochastic-gradient samplers, not 'nuts'."
+    if s.auto_burnin:
+        msg = (
+            "num_burnin_steps must be a count >= 0, not 'auto' (estimate_llc only): every "
+            "checkpoint runs the same burn-in."
+        )
         raise ValueError(msg)
     num_checkpoints = lengths.pop()
     check.check_params(checkpoints)
     first = jax.tree.map(lambda x: jnp.asarray(x)[0], checkpoints)
-    plan = _estimator.make_plan(
-        rng_key,
-        loss_fn,
-        first,
-        data,
-        step_size=step_size,
-        localization=localization,
-        nbeta=nbeta,
-        sampler=sampler,
-        sampler_options=sampler_options,
-        num_chains=num_chains,
-        num_draws=num_draws,
-        num_burnin_steps=num_burnin_steps,
-        num_steps_bw_draws=num_steps_bw_draws,
-        batch_size=batch_size,
-        control_variate=control_variate,
-        eval_batch_size=eval_batch_size,
-        full_loss_every=full_loss_every,
-        acceptance_checks=acceptance_checks,
-    )
-    plan = plan._replace(config=plan.config._replace(record_scale=True))  # step_size_bias
+    plan = make_plan(rng_key, loss_fn, first, data, s)
     checkpoints = jax.tree.map(lambda x, p: jnp.asarray(x, p.dtype), checkpoints, plan.params)
     anchors = [jax.tree.map(lambda x, t=t: x[t], checkpoints) for t in range(num_checkpoints)]
     init_losses = [plan.init_loss] + [
-        _loop.full_data_loss(loss_fn, a, plan.data, plan.eval_rows) for a in anchors[1:]
+        loop.full_data_loss(plan.loss_fn, a, plan.data, plan.eval_rows) for a in anchors[1:]
     ]
     for t, value in enumerate(init_losses):
         if not np.isfinite(value):
@@ -163,14 +137,14 @@ def estimate_llc_trajectory(
             raise ValueError(msg)
     dtype = jnp.result_type(*jax.tree.leaves(plan.params))
     hypers = [
-        _loop.make_hyper(
+        loop.make_hyper(
             plan.step_size, plan.nbeta, plan.localization, value, dtype, 0, plan.options
         )
         for value in init_losses
     ]
-    stacked = _loop.stack_hypers(hypers)
+    stacked = loop.stack_hypers(hypers)
     keys = jnp.stack([plan.rng_key] * num_checkpoints)
-    out = _loop.run_checkpoints(
+    out = loop.run_checkpoints(
         keys, checkpoints, plan.data, stacked, loss_fn=plan.loss_fn, config=plan.config
     )
     out = jax.tree.map(np.asarray, out)
@@ -178,8 +152,8 @@ def estimate_llc_trajectory(
     for t in range(num_checkpoints):
         one = jax.tree.map(lambda x, t=t: x[t], out)
         at = plan._replace(params=anchors[t], init_loss=init_losses[t])
-        step_bias = _estimator.end_step_bias(at, one)
-        results.append(_estimator.assemble(at, one, t0, warn=False, step_bias=step_bias))
+        step_bias = end_step_bias(at, one)
+        results.append(assemble(at, one, t0, warn=False, step_bias=step_bias))
     return TrajectoryResult(
         llc_mean=np.array([r.llc_mean for r in results]),
         llc_stderr=np.array([r.llc_stderr for r in results]),
@@ -187,4 +161,21 @@ def estimate_llc_trajectory(
         flags=[r.flags for r in results],
         results=results,
         wall_time=time.perf_counter() - t0,
+        llc_std=np.array([r.llc_std for r in results]),
+        llc_per_chain=np.stack([r.llc_per_chain for r in results]),
+        evidence=[r.evidence for r in results],
+        llc_step_corrected=np.array(
+            [np.nan if r.llc_step_corrected is None else r.llc_step_corrected for r in results]
+        ),
     )
+
+
+_REFUSED = (
+    "escape_direction",
+    "held_directions",
+    "num_devices",
+    "chunk_draws",
+    "max_burnin_steps",
+    "progress_bar",
+)
+estimate_llc_trajectory.__signature__ = signature(estimate_llc_trajectory, refuse=_REFUSED)

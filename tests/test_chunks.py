@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import llc
-from llc import _loop
+from llc import loop
 
 
 def regression():
@@ -43,7 +43,7 @@ def test_chunked_run_equals_one_call():
 @pytest.mark.slow
 def test_ctrl_c_after_a_chunk_keeps_the_draws_done(monkeypatch):
     loss_fn, w, data = regression()
-    real, calls = _loop.run_chains, []
+    real, calls = loop.run_chains, []
 
     def interrupted_on_the_third_chunk(*args, **kwargs):
         calls.append(1)
@@ -51,12 +51,12 @@ def test_ctrl_c_after_a_chunk_keeps_the_draws_done(monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(_loop, "run_chains", interrupted_on_the_third_chunk)
+    monkeypatch.setattr(loop, "run_chains", interrupted_on_the_third_chunk)
     with pytest.warns(RuntimeWarning, match="interrupted after 120 of 250"):
         r = llc.estimate_llc(jax.random.key(5), loss_fn, w, data, chunk_draws=60, **KW)
     assert r.num_draws == 120 and r.loss_trace.shape == (3, 120)
     assert "interrupted" in r.flags and np.isfinite(r.llc_mean)
-    monkeypatch.setattr(_loop, "run_chains", real)
+    monkeypatch.setattr(loop, "run_chains", real)
     full = llc.estimate_llc(jax.random.key(5), loss_fn, w, data, **KW)
     np.testing.assert_array_equal(r.loss_trace, full.loss_trace[:, :120])
 

@@ -15,7 +15,7 @@ SCRIPT = textwrap.dedent(
     """
     import jax, jax.numpy as jnp, numpy as np
     import llc
-    from llc import _loop, ground_truth as gt
+    from llc import loop, ground_truth as gt
 
     assert jax.local_device_count() == 4
     p = gt.make_dln_problem([4, 5, 3], seed=0, num_data=4000)
@@ -29,14 +29,12 @@ SCRIPT = textwrap.dedent(
     np.testing.assert_allclose(sharded.loss_trace, single.loss_trace, rtol=1e-6, atol=0)
     assert abs(sharded.llc_mean - single.llc_mean) <= 1e-6 * abs(single.llc_mean)
     # the run really was spread: the chain axis of the compiled outputs spans 4 devices
-    plan = llc.estimator.make_plan(
-        jax.random.key(0), p.loss_fn, p.params, p.data, localization=1.0, nbeta=None,
-        sampler="sgld", sampler_options=None, control_variate=True, progress_bar=False,
-        eval_batch_size=None, full_loss_every=None, escape_direction=None,
-        held_directions=None, acceptance_checks=None, num_steps_bw_draws=1, **kw)
+    plan = llc.plan.make_plan(
+        jax.random.key(0), p.loss_fn, p.params, p.data,
+        llc.settings.Settings.build("estimate_llc", progress_bar=False, **kw))
     assert plan.config.mesh is not None and plan.config.mesh.devices.size == 4
-    hyper = _loop.make_hyper(1e-6, plan.nbeta, 1.0, plan.init_loss, jnp.float32)
-    out = _loop.run_chains(plan.rng_key, plan.params, plan.data, hyper,
+    hyper = loop.make_hyper(1e-6, plan.nbeta, 1.0, plan.init_loss, jnp.float32)
+    out = loop.run_chains(plan.rng_key, plan.params, plan.data, hyper,
                            loss_fn=p.loss_fn, config=plan.config)
     assert len(out.delta.sharding.device_set) == 4
     print("ok")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import llc
-from llc import _loop
 from llc import ground_truth as gt
+from llc import loop
 from tests._utils import assert_within_stderr, dummy_data, quadratic_target
 
 SMALL = dict(num_chains=2, num_draws=50, num_burnin_steps=10)
@@ -24,7 +24,7 @@ def test_changing_hyperparameters_does_not_recompile(problem):
     p = problem
     run = dict(batch_size=100, **SMALL)
     llc.estimate_llc(jax.random.key(0), p.loss_fn, p.params, p.data, step_size=1e-4, **run)
-    size = _loop.run_chains._cache_size()
+    size = loop.run_chains._cache_size()
     for step, loc, nb in [(3e-4, 1.0, None), (1e-4, 10.0, 50.0), (2e-5, 0.0, 7.0)]:
         llc.estimate_llc(
             jax.random.key(1),
@@ -36,7 +36,7 @@ def test_changing_hyperparameters_does_not_recompile(problem):
             nbeta=nb,
             **run,
         )
-    assert _loop.run_chains._cache_size() == size
+    assert loop.run_chains._cache_size() == size
 
 
 def test_same_key_same_result_and_chains_differ(problem):
@@ -250,10 +250,10 @@ def _call(**overrides):
     ],
 )
 def test_bad_input_raises_before_compiling(overrides, error, match):
-    before = _loop.run_chains._cache_size()
+    before = loop.run_chains._cache_size()
     with pytest.raises(error, match=match):
         _call(**overrides)
-    assert _loop.run_chains._cache_size() == before
+    assert loop.run_chains._cache_size() == before
 
 
 def test_legacy_uint32_key_is_accepted():

@@ -7,8 +7,8 @@ import pytest
 
 import llc
 from llc import ground_truth as gt
-from llc._lanczos import lanczos
 from llc.hessian import dense_hessian_eigenvalues, hessian_spectrum
+from llc.lanczos import lanczos
 
 DUMMY = np.zeros((1, 1))
 

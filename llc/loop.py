@@ -47,6 +47,7 @@ class RunConfig(NamedTuple):
 
     @property
     def total_steps(self) -> int:
+        """Steps per chain: the burn-in and the draws."""
         return self.num_burnin_steps + self.num_draws * self.num_steps_bw_draws
 
 
@@ -229,7 +230,7 @@ def _run(
         else:
             proj = jnp.zeros((config.num_chains, 0), delta.dtype)
         if config.record_scale:
-            scale = jax.vmap(lambda s: _step_scale(sampler, s, hyper, anchor))(states)
+            scale = jax.vmap(lambda s: step_scale(sampler, s, hyper, anchor))(states)
             scale_sum, scale_max = scale_sum + scale, jnp.maximum(scale_max, scale)
         return (carry, (scale_sum, scale_max)), (delta, dist, checked, proj, acc)
 
@@ -300,7 +301,7 @@ def chain_mesh(num_chains: int, num_devices: int | None) -> jax.sharding.Mesh | 
     return jax.sharding.Mesh(np.array(devices[:num_devices]), ("chains",))
 
 
-def _step_scale(sampler, state, hyper, anchor):
+def step_scale(sampler, state, hyper, anchor):
     """The per-coordinate effective Langevin step at ``state``, raveled.
 
     The preconditioned step for RMSProp-SGLD, ``step_size`` for SGLD, and

@@ -1,0 +1,120 @@
+"""Running a plan: the chains as one compiled program (or a sequence of resumed chunks)."""
+
+import jax
+import numpy as np
+
+from llc import _progress, burnin, loop, nuts
+from llc.burnin import FOLLOW_SEGMENTS
+from llc.plan import AutoBurnin, FollowBurnin, Plan
+
+__all__ = ["execute", "execute_chunks"]
+
+
+def execute(plan: Plan) -> loop.RunOutput:
+    """Run the plan's chains (one compiled program) and bring the traces to the host.
+
+    With ``plan.chunk_draws`` the run is a sequence of compiled chunks, see
+    :func:`llc.execute.execute_chunks`; without, a single chunk.
+    """
+    config = plan.config
+    run_id = 0
+    if plan.show_progress and plan.capabilities.step_size:
+        total = config.total_steps
+        if isinstance(plan.burnin, AutoBurnin):
+            total += max(0, plan.burnin.cap - config.num_burnin_steps)
+        if isinstance(plan.burnin, FollowBurnin):  # the follow may extend it
+            total += burnin.follow_limits(config.num_burnin_steps)[1] - config.num_burnin_steps
+        config = config._replace(progress_rate=_progress.rate(total))
+        run_id = _progress.open_bar(total, plan.sampler.upper())
+    dtype = jax.numpy.result_type(*jax.tree.leaves(plan.params))
+    try:
+        if not plan.capabilities.step_size:  # NUTS adapts its own
+            hi = jax.numpy.asarray(plan.init_loss, dtype)
+            lo = jax.numpy.asarray(plan.init_loss - float(hi), dtype)
+            out = nuts.run_nuts(
+                plan.rng_key,
+                plan.params,
+                plan.data,
+                jax.numpy.asarray(plan.nbeta, dtype),
+                jax.numpy.asarray(plan.localization, dtype),
+                hi,
+                lo,
+                loss_fn=plan.loss_fn,
+                num_chains=config.num_chains,
+                num_warmup=config.num_burnin_steps,
+                num_draws=config.num_draws,
+            )
+        else:
+            hyper = loop.make_hyper(
+                plan.step_size,
+                plan.nbeta,
+                plan.localization,
+                plan.init_loss,
+                dtype,
+                run_id,
+                plan.options,
+            )
+            if isinstance(plan.burnin, AutoBurnin):
+                return execute_chunks(plan, hyper, *burnin.auto(plan, hyper, config))
+            if isinstance(plan.burnin, FollowBurnin) and plan.burnin.steps >= FOLLOW_SEGMENTS:
+                hyper, history, *done = burnin.follow(plan, hyper, config)
+                return execute_chunks(plan, hyper, *done)._replace(step_sizes=history)
+            return execute_chunks(plan, hyper, config)
+        return jax.tree.map(np.asarray, out)
+    finally:
+        if run_id:
+            _progress.close_bar(run_id)
+
+
+def execute_chunks(plan: Plan, hyper, config, resume=None, burnin_trace=None) -> loop.RunOutput:
+    """Drive the run ``plan.chunk_draws`` draws at a time (default: all) from Python.
+
+    Each chunk is one compiled call that resumes from the previous chunk's carry with
+    global step numbers, so the chains are those of an uninterrupted run. Between chunks
+    the traces move to the host; the run stops early once every chain has diverged, and a
+    ``KeyboardInterrupt`` (Ctrl-C) after the first chunk keeps the draws done so far
+    (``result.num_draws`` says how many; the flag ``interrupted`` says why). With
+    ``resume`` (from :func:`llc.burnin.auto`) the burn-in is done already and
+    ``burnin_trace`` is its trace.
+    """
+    total, done, parts = config.num_draws, 0, []
+    try:
+        while done < total:
+            size = min(plan.chunk_draws or total, total - done)
+            chunk = config._replace(
+                num_draws=size,
+                num_burnin_steps=config.num_burnin_steps if done == 0 and resume is None else 0,
+                chunked=True,
+                progress_total=config.total_steps,
+            )
+            out = burnin.run_chunk(plan, hyper, resume, chunk)
+            states, first_bad = out.final_carry
+            done += size
+            next_step = config.num_burnin_steps + config.num_steps_bw_draws * done
+            resume = (states, first_bad, jax.numpy.int32(next_step), jax.numpy.int32(done))
+            parts.append(jax.tree.map(np.asarray, out._replace(final_carry=())))
+            if np.all(parts[-1].first_nonfinite_step >= 0):
+                break  # every chain diverged: nothing left to sample
+    except KeyboardInterrupt:
+        if not parts:
+            raise
+
+    def joined(name):
+        return np.concatenate([getattr(p, name) for p in parts], axis=1)
+
+    first = parts[0]
+    sizes = np.array([p.delta.shape[1] for p in parts], np.float64)
+    return first._replace(
+        scale=sum(w * p.scale for w, p in zip(sizes, parts, strict=True)) / max(sizes.sum(), 1),
+        scale_max=np.maximum.reduce([p.scale_max for p in parts]),
+        final_position=parts[-1].final_position,
+        burnin_delta=first.burnin_delta
+        if burnin_trace is None
+        else burnin_trace.astype(first.delta.dtype),
+        delta=joined("delta"),
+        distance=joined("distance"),
+        first_nonfinite_step=parts[-1].first_nonfinite_step,
+        full_delta=joined("full_delta"),
+        projection=joined("projection"),
+        acceptance=joined("acceptance"),
+    )

@@ -1,0 +1,288 @@
+"""The flags: one small function per flag, each returning its :class:`Evidence` or None.
+
+A flag says what makes an estimate suspect. Each function here takes the numbers it
+judges (no sampling, no device work) and returns the evidence: the flag's name, a
+one-line message with the decisive numbers, the values behind it, and the explanation
+with the remedy. :func:`warn` prints one line per flag; ``result.evidence[flag]`` holds
+the whole :class:`Evidence`, and the docs page "Reading a result" explains each flag.
+"""
+
+import dataclasses
+import math
+import warnings
+
+import numpy as np
+
+from llc.trace_stats import RHAT_LIMIT, RISE_REL, RISE_T, rising
+
+__all__ = [
+    "Evidence",
+    "above_half_dimension",
+    "diverged",
+    "interrupted",
+    "lower_loss_escape",
+    "negative_estimate",
+    "not_converged",
+    "not_stationary",
+    "step_size_bias",
+    "warn",
+]
+
+MAX_LINE = 200  # characters of one flag's line in a warning
+
+
+@dataclasses.dataclass(frozen=True)
+class Evidence:
+    """Why a flag was raised.
+
+    ``str(evidence)`` is the message followed by the explanation; ``text in evidence``
+    searches it.
+
+    Attributes:
+        flag: the flag's name.
+        message: one line with the decisive numbers.
+        values: the numbers behind it (floats, ints, lists), by name.
+        explanation: what it means for the estimate, and the remedy.
+
+    Examples:
+        >>> e = not_converged(1.2, 85.0, 4000)
+        >>> e.message
+        'R-hat 1.200 > 1.05 (bulk ESS 85 of 4000 draws): the chains disagree'
+        >>> "more burn-in" in e
+        True
+    """
+
+    flag: str
+    message: str
+    values: dict
+    explanation: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.message}. {self.explanation}".strip()
+
+    def __contains__(self, text: str) -> bool:
+        return text in str(self)
+
+    def line(self) -> str:
+        """``[flag] message``, cut to :data:`MAX_LINE` characters."""
+        text = f"[{self.flag}] {self.message}"
+        return text if len(text) <= MAX_LINE else text[: MAX_LINE - 3] + "..."
+
+
+def warn(evidence: list[Evidence], what: str = "LLC estimate", stacklevel: int = 3) -> None:
+    """One ``RuntimeWarning`` with one line per flag; the details are in the evidence."""
+    if not evidence:
+        return
+    lines = "\n".join(e.line() for e in evidence)
+    warnings.warn(
+        f"{what} flagged (details: result.evidence[flag]):\n{lines}",
+        RuntimeWarning,
+        stacklevel=stacklevel,
+    )
+
+
+def _listing(values, fmt: str = ".3g", most: int = 8) -> str:
+    shown = ", ".join(format(float(v), fmt) for v in list(values)[:most])
+    return shown + (", ..." if len(values) > most else "")
+
+
+def not_converged(rhat: float, ess: float, num_draws: int) -> Evidence | None:
+    """R-hat of the loss traces above 1.05: the chains disagree."""
+    if not rhat > RHAT_LIMIT:
+        return None
+    return Evidence(
+        "not_converged",
+        f"R-hat {rhat:.3f} > {RHAT_LIMIT} (bulk ESS {ess:.0f} of {num_draws} draws): "
+        "the chains disagree",
+        {"rhat": rhat, "ess": ess, "num_draws": num_draws},
+        "They have not reached the same distribution. Run longer (more burn-in), or "
+        "check the step size.",
+    )
+
+
+def not_stationary(rise, where: str, llc_mean: float) -> Evidence | None:
+    """The estimate still rising into the draws (3 standard errors and 2% of it)."""
+    if not rising(rise, llc_mean):
+        return None
+    amount, stderr = rise
+    share = amount / abs(llc_mean)
+    return Evidence(
+        "not_stationary",
+        f"still rising: +{amount:.4g} ({share:.1%} of llc_mean, "
+        f"{amount / max(stderr, 1e-300):.1f} s.e.) {where}",
+        {"rise": amount, "stderr": stderr, "share": share, "where": where},
+        f"The estimate was still rising ({where}, by more than {RISE_T:g} standard errors "
+        f"and {RISE_REL:.0%} of it). The chains are still spreading from w* (typically along "
+        "flat, degenerate directions), so llc_mean is a transient and most likely an "
+        "underestimate, even when R-hat is fine (all chains can drift alike). Run longer: "
+        "more burn-in steps (num_burnin_steps='auto'), or a larger step size if the "
+        "step-size bias allows (llc.calibrate).",
+    )
+
+
+def lower_loss_escape(escape: dict, source: str) -> Evidence | None:
+    """Chains that reached loss below ``L_n(w*)`` by more than a unit of temperature."""
+    bad = np.flatnonzero(escape["escaped"])
+    if not bad.size:
+        return None
+    drops = escape["min_loss_drop"][bad]
+    return Evidence(
+        "lower_loss_escape",
+        f"chains {bad.tolist()} reached loss below L_n(w*): nbeta (L - L*) down to "
+        f"{float(np.min(drops)):.3g}",
+        {
+            "chains": bad.tolist(),
+            "min_loss_drop": drops.tolist(),
+            "escaped_at_step": escape["escaped_at_step"][bad].tolist(),
+            "share_below_init": escape["share_below_init"][bad].tolist(),
+            "source": source,
+        },
+        f"nbeta (L - L*) per chain: {_listing(drops)}; first at steps "
+        f"{escape['escaped_at_step'][bad].tolist()}; share of {source} below L_n(w*): "
+        f"{_listing(escape['share_below_init'][bad], '.2f')}. At a local minimum this never "
+        "happens: w* is a saddle or not a critical point, or the localizer does not hold "
+        "the chains. Run llc.diagnose for the curvature, the smallest confining "
+        "localization and the remedy.",
+    )
+
+
+def diverged(
+    first_bad: np.ndarray, *, mu: float, rows: int, step_size, nbeta, localization, blowup
+) -> Evidence | None:
+    """Chains that blew up, with the stability product at w* and a safe step size.
+
+    ``mu`` is the largest Hessian eigenvalue magnitude at w* (power iteration on
+    ``rows`` samples); ``blowup`` the divergence threshold per parameter.
+    """
+    bad = np.flatnonzero(first_bad >= 0)
+    if not bad.size:
+        return None
+    precision = nbeta * mu + localization
+    product = step_size * precision
+    unstable = product >= 4
+    safe = 4 / precision if unstable else min(0.2 / precision, step_size / 10)
+    values = {
+        "chains": bad.tolist(),
+        "steps": first_bad[bad].tolist(),
+        "mu_max": mu,
+        "stability_product": product,
+        "safe_step_size": safe,
+    }
+    chains = str(bad.tolist()) if bad.size <= 8 else f"{bad.size} chains"
+    head = (
+        f"chains {chains} of {len(first_bad)} blew up (non-finite loss or blow-up); "
+        f"step_size * (nbeta mu_max + gamma) = {product:.3g}"
+    )
+    if unstable:
+        message = f"{head} >= 4: Use step_size < {safe:.3g}"
+        remedy = (
+            " >= 4: the step size is too large for the curvature and SGLD is unstable. "
+            f"Use step_size < {safe:.3g}; below {0.2 / precision:.3g} the discretisation bias "
+            "stays at a few percent."
+        )
+    else:
+        message = f"{head} < 4 (stable at w*): lower step_size (e.g. {safe:.3g})"
+        remedy = (
+            " < 4, stable at w* itself: the chains moved into steeper regions or minibatch "
+            f"gradient noise kicked them out. Lower step_size (e.g. {safe:.3g}) or raise "
+            "localization or batch_size."
+        )
+    explanation = (
+        f"Blow-up: a non-finite loss, or nbeta * (L - L*) > {blowup:g} d. "
+        f"Chains {bad.tolist()} blew up at steps {first_bad[bad].tolist()} and are left out "
+        f"of llc_mean. At w* the largest Hessian eigenvalue magnitude is {mu:.4g} (power "
+        f"iteration on {rows} samples), so step_size * (nbeta * mu_max + localization) = "
+        f"{product:.3g}" + remedy
+    )
+    return Evidence("diverged", message, values, explanation)
+
+
+def stopped_early(evidence: Evidence, num_draws: int, planned: int) -> Evidence:
+    """``diverged``'s evidence when every chain diverged and the run stopped early."""
+    return dataclasses.replace(
+        evidence,
+        message=f"{evidence.message}; all diverged: stopped after {num_draws} of {planned} draws",
+        values={**evidence.values, "num_draws": num_draws, "planned": planned},
+    )
+
+
+def interrupted(num_draws: int, planned: int) -> Evidence | None:
+    """A run stopped (Ctrl-C between chunks) before all its draws."""
+    if num_draws >= planned:
+        return None
+    return Evidence(
+        "interrupted",
+        f"interrupted after {num_draws} of {planned} draws (chunk_draws)",
+        {"num_draws": num_draws, "planned": planned},
+        "The estimate uses the draws completed.",
+    )
+
+
+def negative_estimate(llc_mean: float, per_chain: np.ndarray) -> Evidence | None:
+    """Chains whose estimate is negative: they found loss below ``L_n(w*)``."""
+    negative = np.flatnonzero(np.nan_to_num(per_chain, nan=0.0) < 0)
+    if not negative.size:
+        return None
+    return Evidence(
+        "negative_estimate",
+        f"llc_mean = {llc_mean:.4g}; chains {negative.tolist()} negative "
+        f"({_listing(per_chain[negative])})",
+        {"llc_mean": llc_mean, "chains": negative.tolist()},
+        "A negative LLC means the chains found loss below L_n(w*): w* is not a local "
+        "minimum (a saddle, or not a critical point), or the localizer does not confine "
+        "them. Check the gradient and the Hessian's smallest eigenvalue at w* "
+        "(llc.diagnose), raise localization, or refine w* to a nearby minimum.",
+    )
+
+
+def above_half_dimension(llc_mean: float, num_params: int, stderr: float) -> Evidence | None:
+    """An estimate above d/2 by more than two standard errors: no minimum has that."""
+    if not llc_mean - num_params / 2 > 2 * stderr:
+        return None
+    excess = llc_mean - num_params / 2
+    return Evidence(
+        "above_half_dimension",
+        f"llc_mean = {llc_mean:.4g} exceeds d/2 = {num_params / 2:g} by {excess:.3g} "
+        f"(> 2 s.e. = {2 * stderr:.3g})",
+        {"llc_mean": llc_mean, "half_dimension": num_params / 2, "stderr": stderr},
+        "No local minimum has an LLC above d/2. The step size is probably too large "
+        "(discretisation bias) or the chains are not localized; lower step_size or raise "
+        "localization.",
+    )
+
+
+def step_size_bias(
+    relative: np.ndarray, max_bias: float, corrected: float, at_calibration: float | None
+) -> Evidence | None:
+    """The predicted first-order step-size bias where the chains ended, above the cap.
+
+    ``relative`` is per chain and relative to ``|llc_mean|``; ``corrected`` the estimate
+    less it; ``at_calibration`` the prediction where the calibration's short run ended.
+    """
+    if relative is None or not np.isfinite(relative).any():
+        return None
+    end = float(np.nanmean(relative))
+    if not end > max_bias:
+        return None
+    where = (
+        ""
+        if at_calibration is None or math.isnan(at_calibration)
+        else f" (the calibration predicted {at_calibration:.1%} where its short run ended)"
+    )
+    return Evidence(
+        "step_size_bias",
+        f"predicted step-size bias {end:.1%} > {max_bias:.1%}; "
+        f"llc_step_corrected = {corrected:.4g}",
+        {
+            "predicted_bias": end,
+            "per_chain": relative.tolist(),
+            "max_bias": max_bias,
+            "llc_step_corrected": corrected,
+            "at_calibration": at_calibration,
+        },
+        f"The first-order step-size bias predicted where the chains ended is {end:.1%} of "
+        f"the estimate (per chain: {_listing(relative, '.1%')}), above {max_bias:.1%}{where}, "
+        "so llc_mean is biased upward by about that much; llc_step_corrected removes it "
+        "to first order. Halve step_size and double the steps, or compare a run at half "
+        "the step.",
+    )

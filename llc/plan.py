@@ -1,0 +1,229 @@
+"""Planning a run: the data checks, ``L_n(w*)`` and the compiled run's configuration.
+
+:func:`make_plan` turns validated :class:`llc.settings.Settings` and the user's
+``(rng_key, loss_fn, params, data)`` into a :class:`Plan`: everything
+:func:`llc.execute.execute` needs to run the chains and :func:`llc.report.assemble`
+needs to report them. Every check runs eagerly, before anything is compiled.
+
+The burn-in is one of three explicit variants: :class:`FixedBurnin` (a number of steps),
+:class:`AutoBurnin` (``num_burnin_steps="auto"``: window by window until the chains stop
+rising) and :class:`FollowBurnin` (``step_size="auto"`` with a fixed burn-in: the step
+size follows the chains).
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from llc import _progress, loop, samplers
+from llc import _validation as check
+from llc._types import ArrayTree, Batch, LossFn, PRNGKey
+from llc.settings import AUTO_BURNIN_WINDOWS, Settings, default_nbeta
+
+__all__ = ["AutoBurnin", "FixedBurnin", "FollowBurnin", "Plan", "make_plan"]
+
+DEFAULT_EVAL_ROWS = 8192
+DEFAULT_ACCEPTANCE_CHECKS = 50
+BLOWUP_PER_PARAM = 1e4  # nbeta * (L - L*) above this many times d counts as diverged
+
+
+class FixedBurnin(NamedTuple):
+    """A fixed burn-in of ``steps`` steps per chain."""
+
+    steps: int
+
+
+class AutoBurnin(NamedTuple):
+    """``num_burnin_steps="auto"``: windows of ``window`` steps, at most ``cap`` in all."""
+
+    window: int
+    cap: int
+
+
+class FollowBurnin(NamedTuple):
+    """``step_size="auto"``: ``steps`` burn-in steps whose step size follows the chains.
+
+    After each segment the step shrinks to a predicted step-size bias of ``max_bias``
+    where the chains are (see :func:`llc.burnin.follow`).
+    """
+
+    steps: int
+    max_bias: float
+
+
+class Plan(NamedTuple):
+    """A validated call: everything needed to run and report it."""
+
+    rng_key: PRNGKey
+    loss_fn: LossFn
+    params: ArrayTree
+    data: Batch
+    num_data: int
+    num_params: int
+    step_size: float | str | None
+    localization: float
+    nbeta: float
+    sampler: str
+    options: dict
+    config: loop.RunConfig
+    eval_rows: int
+    init_loss: float
+    direction: ArrayTree | None
+    held: tuple | None
+    show_progress: bool
+    burnin: FixedBurnin | AutoBurnin | FollowBurnin
+    chunk_draws: int | None = None
+
+    @property
+    def capabilities(self) -> samplers.Capabilities:
+        """What the plan's sampler can do."""
+        return samplers.CAPABILITIES[self.sampler]
+
+    @property
+    def num_devices(self) -> int:
+        """How many devices the chains are sharded over (1: no sharding)."""
+        mesh = self.config.mesh
+        return 1 if mesh is None else int(mesh.devices.size)
+
+    def head(self) -> Batch:
+        """The first ``eval_rows`` samples: the batch of the curvature probes."""
+        rows = min(self.eval_rows, self.num_data)
+        return jax.tree.map(lambda x: x[:rows], self.data)
+
+
+def make_plan(
+    rng_key: PRNGKey, loss_fn: LossFn, params: ArrayTree, data: Batch, settings: Settings
+) -> Plan:
+    """Check the data against ``settings``, evaluate ``L_n(w*)`` and configure the run.
+
+    ``num_burnin_steps="auto"`` becomes an :class:`AutoBurnin` whose first window is the
+    span of the draws; :func:`llc.estimate_llc` turns a fixed burn-in into a
+    :class:`FollowBurnin` when it calibrates the step size.
+    """
+    s = settings
+    rng_key = check.check_key(rng_key)
+    check.check_callable(loss_fn)
+    num_params = check.check_params(params)
+    n = check.check_data(data)
+    batch_size = check.check_batch_size(s.batch_size, n)
+    nbeta = s.nbeta
+    if nbeta is None:
+        if n < 2:
+            msg = "nbeta=None means n / log n, which needs n >= 2 samples; pass nbeta."
+            raise ValueError(msg)
+        nbeta = default_nbeta(n)
+    window = s.num_draws * s.num_steps_bw_draws
+    if s.auto_burnin:
+        burnin = AutoBurnin(window, s.max_burnin_steps or AUTO_BURNIN_WINDOWS * window)
+        num_burnin_steps = window  # the first window; more follow in llc.burnin
+    else:
+        burnin = FixedBurnin(s.num_burnin_steps)
+        num_burnin_steps = s.num_burnin_steps
+    eval_rows = s.eval_batch_size or max(batch_size or 0, DEFAULT_EVAL_ROWS)
+    can = samplers.CAPABILITIES[s.sampler]
+    config = loop.RunConfig(
+        num_chains=s.num_chains,
+        num_burnin_steps=num_burnin_steps,
+        num_draws=s.num_draws,
+        num_steps_bw_draws=s.num_steps_bw_draws,
+        num_data=n,
+        batch_size=batch_size,
+        control_variate=s.control_variate,
+        progress_rate=0,
+        full_loss_every_draws=_full_loss_every_draws(s, batch_size),
+        eval_chunk=min(eval_rows, n),
+        track_direction=s.escape_direction is not None,
+        sampler=s.sampler if can.step_size else "sgld",
+        acceptance_every_draws=_acceptance_every_draws(s, can),
+        blowup=BLOWUP_PER_PARAM * num_params,
+        mesh=loop.chain_mesh(s.num_chains, s.num_devices),
+        record_scale=can.step_bias,
+    )
+    if s.escape_direction is not None:
+        check.check_like_params("escape_direction", s.escape_direction, params)
+    held = None if s.held_directions is None else _check_held(s.held_directions, params)
+    probe = jax.tree.map(lambda x: x[: batch_size or n], data)
+    check.check_loss_shape(loss_fn, params, probe)
+
+    params = jax.tree.map(jnp.asarray, params)
+    data = jax.tree.map(jnp.asarray, data)
+    init_loss = loop.full_data_loss(loss_fn, params, data, eval_rows)
+    check.check_finite_loss(init_loss)
+    dtype = jnp.result_type(*jax.tree.leaves(params))
+    direction = None
+    if s.escape_direction is not None:
+        direction = jax.tree.map(lambda v, p: jnp.asarray(v, p.dtype), s.escape_direction, params)
+    if held is not None:
+        held = (held[0], jnp.asarray(held[1], dtype))
+    return Plan(
+        rng_key=rng_key,
+        loss_fn=loss_fn,
+        params=params,
+        data=data,
+        num_data=n,
+        num_params=num_params,
+        step_size=s.step_size,
+        localization=s.localization,
+        nbeta=nbeta,
+        sampler=s.sampler,
+        options=s.sampler_options,
+        config=config,
+        eval_rows=eval_rows,
+        init_loss=init_loss,
+        direction=direction,
+        held=held,
+        show_progress=_progress.enabled(s.progress_bar),
+        burnin=burnin,
+        chunk_draws=s.chunk_draws,
+    )
+
+
+def _full_loss_every_draws(s: Settings, batch_size: int | None) -> int:
+    """Draws between full-batch checks (0: none; full batch needs none)."""
+    if batch_size is None:
+        return 0  # the recorded losses are already full-data
+    if s.full_loss_every is None:
+        return max(1, s.num_draws // 10)
+    every = s.full_loss_every
+    return max(1, round(every / s.num_steps_bw_draws)) if every else 0
+
+
+def _acceptance_every_draws(s: Settings, can: samplers.Capabilities) -> int:
+    """Draws between MALA acceptance checks (0: none)."""
+    if not can.mala_check:
+        return 0
+    checks = DEFAULT_ACCEPTANCE_CHECKS if s.acceptance_checks is None else s.acceptance_checks
+    return max(1, s.num_draws // checks) if checks else 0
+
+
+def _check_held(held_directions, params):
+    """Validate ``(directions, strengths)`` and stack the directions on a leading axis."""
+    try:
+        directions, strengths = held_directions
+    except (TypeError, ValueError):
+        msg = "held_directions must be a pair (directions, strengths)."
+        raise ValueError(msg) from None
+    directions = list(directions)
+    strengths = np.asarray(strengths, np.float64).reshape(-1)
+    if not directions or len(directions) != strengths.size:
+        msg = (
+            f"held_directions needs one strength per direction; got {len(directions)} "
+            f"directions and {strengths.size} strengths."
+        )
+        raise ValueError(msg)
+    if not np.all(np.isfinite(strengths)) or np.any(strengths < 0):
+        msg = f"held_directions strengths must be finite and >= 0; got {strengths.tolist()}."
+        raise ValueError(msg)
+    for i, v in enumerate(directions):
+        check.check_like_params(f"held_directions direction {i}", v, params)
+    stacked = jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *directions)
+    flat = np.concatenate(
+        [np.asarray(x, np.float64).reshape(len(directions), -1) for x in jax.tree.leaves(stacked)],
+        axis=1,
+    )
+    if not np.allclose(flat @ flat.T, np.eye(len(directions)), atol=1e-3):
+        msg = "held_directions directions must be orthonormal (e.g. Hessian eigenvectors)."
+        raise ValueError(msg)
+    return stacked, strengths
