@@ -1,13 +1,15 @@
 """llc: the local learning coefficient of singular learning theory, in JAX."""
 
-from llc import ground_truth, hessian, plot, samplers, sgld
+from llc import ground_truth, hessian, masks, plot, samplers, sgld
 from llc.calibration import calibrate
 from llc.diagnose import Diagnosis, diagnose
 from llc.estimator import estimate_llc
 from llc.flags import Evidence
 from llc.hessian import HessianSpectrum, hessian_spectrum
 from llc.models import from_linen, from_nnx
+from llc.observables import bif, loss_kernel, susceptibilities
 from llc.refine import RefineResult, refine_to_minimum
+from llc.refined import estimate_refined_llc
 from llc.report import llc_from_losses
 from llc.result import CalibrationResult, LLCResult, load_result
 from llc.settings import default_nbeta
@@ -29,16 +31,21 @@ __all__ = [
     "estimate_llc",
     "estimate_llc_multitemp",
     "estimate_llc_trajectory",
+    "estimate_refined_llc",
     "from_linen",
     "from_nnx",
     "ground_truth",
     "hessian",
     "hessian_spectrum",
+    "bif",
     "llc_from_losses",
     "load_result",
+    "loss_kernel",
+    "masks",
     "plot",
     "refine_to_minimum",
     "samplers",
+    "susceptibilities",
     "sgld",
 ]
 

@@ -33,6 +33,19 @@ def mean(fn, data: Batch, chunk: int):
     return total
 
 
+def rows(fn, data: Batch, chunk: int):
+    """``fn(batch)`` for every row of ``data`` (``fn`` returns one value per row), in chunks.
+
+    Traceable; returns an array with a leading axis n.
+    """
+    head, tail, _ = split(data, chunk)
+    out = jax.lax.map(fn, head)
+    out = out.reshape(-1, *out.shape[2:])
+    if tail is not None:
+        out = jax.numpy.concatenate([out, fn(tail)])
+    return out
+
+
 def host_mean(fn_over_chunks, fn, data: Batch, chunk: int) -> float:
     """The full-data mean of a scalar ``fn(batch)``, combined in float64 on the host.
 

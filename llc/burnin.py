@@ -34,6 +34,8 @@ def run_chunk(plan: Plan, hyper, resume, config) -> loop.RunOutput:
         plan.direction,
         plan.held,
         resume,
+        plan.mask,
+        plan.observe,
         loss_fn=plan.loss_fn,
         config=config,
     )
@@ -145,7 +147,9 @@ def follow(plan: Plan, hyper, config):
         if steps >= total and steps + size > limit:
             break  # no room left to run a shrunk step, or to wait for the chains
         states = resume[0]
-        scale = jax.vmap(lambda s, h=hyper: loop.step_scale(sampler, s, h, plan.params))(states)
+        scale = jax.vmap(lambda s, h=hyper: loop.step_scale(sampler, s, h, plan.params, plan.mask))(
+            states
+        )
         level = abs(float(np.mean(plan.nbeta * part[alive, this // 2 :].astype(np.float64))))
         absolute = chain_bias(plan, states.position, scale, alive)
         bias = float(np.nanmean(absolute)) / max(level, 1e-12) if np.isfinite(absolute).any() else 0

@@ -284,6 +284,7 @@ def _evaluate_grid(plan, config, model, gammas, step_sizes, thresholds) -> dict:
         loop.stack_hypers(hypers),
         plan.direction,
         plan.held,
+        plan.mask,
         loss_fn=plan.loss_fn,
         config=config,
     )

@@ -135,6 +135,27 @@ def estimate_llc(
             the whole run is one call.
         max_burnin_steps: the most burn-in steps ``num_burnin_steps="auto"`` may run
             (default ``128 W``); ignored otherwise.
+        weight_mask: sample only some weights (the weight-refined LLC): a pytree with the
+            structure of ``params`` whose leaves are bools or boolean arrays
+            broadcastable to the leaf (see :mod:`llc.masks`). Only the weights inside it
+            move (gradient step, localization and noise); the rest stay at w*, and the
+            estimate is the LLC of the loss restricted to them. ``result.num_params`` is
+            the number sampled, and the flags that use the dimension use it. Many masks
+            at once: :func:`llc.estimate_refined_llc`.
+        observables: ``{name: data_q}``: at every draw, record each chain's mean loss on
+            the data set ``q`` (evaluated in chunks of ``eval_batch_size`` rows; about
+            ``|q| / batch_size`` forward passes per chain per draw).
+            ``result.observables[name]`` holds the trace, ``L_q(w*)`` and
+            ``nbeta (E[L_q] - L_q(w*))``. (The data-refined LLC in the peer's sense is
+            sampling with q itself: pass ``data=q``.)
+        per_sample_observables: ``{name: data_q}``: at every draw, every sample's loss
+            on ``q`` (per token for sequence models, through ``per_sample_loss_fn``):
+            ``chains x draws x |q|`` float32 values held in memory, refused above
+            ``max_per_sample_bytes`` (1 GiB). :func:`llc.loss_kernel`, :func:`llc.bif`
+            and :func:`llc.susceptibilities` read them.
+        per_sample_loss_fn: ``(params, batch) -> losses`` with one entry (or one array,
+            e.g. per token) per row; default: ``loss_fn`` on single-row batches.
+        max_per_sample_bytes: the memory the per-sample observables may take.
 
     Returns:
         An :class:`LLCResult`.

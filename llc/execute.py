@@ -117,4 +117,8 @@ def execute_chunks(plan: Plan, hyper, config, resume=None, burnin_trace=None) ->
         full_delta=joined("full_delta"),
         projection=joined("projection"),
         acceptance=joined("acceptance"),
+        observed={
+            name: np.concatenate([p.observed[name] for p in parts], axis=1)
+            for name in first.observed
+        },
     )

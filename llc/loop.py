@@ -11,6 +11,7 @@ Every recorded loss is a *difference* from a baseline computed on the same footi
 subtraction keeps the precision that a large nbeta would otherwise multiply away.
 """
 
+from collections.abc import Callable
 from functools import partial
 from typing import NamedTuple
 
@@ -18,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from llc import _chunks, _progress, samplers
+from llc import _chunks, _progress, samplers, sgld
 from llc._batching import gather, sample_indices
 from llc._types import Array, ArrayTree, Batch, LossFn, PRNGKey
 
@@ -40,10 +41,11 @@ class RunConfig(NamedTuple):
     sampler: str = "sgld"
     acceptance_every_draws: int = 0  # 0: no MALA acceptance checks
     record_scale: bool = False  # return each chain's per-coordinate step sizes (mean, max)
-    blowup: float = float("inf")  # nbeta * (L - L*) above this counts as diverged
+    blowup_per_param: float = float("inf")  # nbeta (L - L*) above this x d: diverged
     mesh: jax.sharding.Mesh | None = None  # shard the chains over this mesh's "chains" axis
     chunked: bool = False  # return the final carry, so a later call can resume from it
     progress_total: int = 0  # steps of the whole run when it is chunked (0: this call's)
+    per_sample_loss_fn: Callable | None = None  # (params, batch) -> per-row losses
 
     @property
     def total_steps(self) -> int:
@@ -81,6 +83,7 @@ class RunOutput(NamedTuple):
     final_position: ArrayTree = ()  # each chain's last position (with record_scale), or ()
     final_carry: tuple = ()  # (states, first_nonfinite_step) when config.chunked, or ()
     step_sizes: tuple = ()  # the step sizes the burn-in ran at, when it followed the chains
+    observed: dict = {}  # name -> (chains, draws[, m, ...]): observable minus its value at w*
 
 
 def make_hyper(
@@ -108,6 +111,8 @@ def _run(
     direction: ArrayTree = None,
     held: tuple | None = None,
     resume: tuple | None = None,
+    mask: ArrayTree | None = None,
+    observe: tuple | None = None,
     *,
     loss_fn: LossFn,
     config: RunConfig,
@@ -122,7 +127,11 @@ def _run(
     every chain (in chunks of ``config.eval_chunk`` rows); every
     ``config.acceptance_every_draws``-th draw the MALA acceptance of that draw's step (on
     its own minibatch); with ``config.track_direction`` each draw records the projection
-    of ``w_t - w*`` on ``direction``.
+    of ``w_t - w*`` on ``direction``. ``mask`` (0/1 leaves shaped like ``anchor``, traced)
+    moves only the weights inside it (the refined LLC). ``observe = (means, samples)``,
+    two dicts of name -> data set, records at every draw each chain's mean loss on every
+    ``means`` set and its per-sample losses on every ``samples`` set (each minus its value
+    at ``anchor``).
     """
     sampler = samplers.SAMPLERS[config.sampler]
     settings = {
@@ -132,11 +141,13 @@ def _run(
         "anchor": anchor,
         "held": held,
         "options": hyper.options,
+        "mask": mask,
     }
     chain_keys = jax.random.split(rng_key, config.num_chains)
     noise_keys, batch_keys = jax.vmap(jax.random.split, out_axes=1)(chain_keys)
     noise_keys, batch_keys = _shard_chains(config.mesh, (noise_keys, batch_keys))
     minibatch = config.batch_size is not None
+    blowup = config.blowup_per_param * sgld.dimension(anchor, mask)  # d: the weights that move
     if not minibatch:
         full_batch_ref = loss_fn(anchor, data)
 
@@ -180,7 +191,7 @@ def _run(
             states, delta, dist, acc = jax.vmap(chain_step, in_axes=(0, 0, None, None))(
                 keys, states, data, accept_now
             )
-        bad = ~jnp.isfinite(delta) | (hyper.nbeta * delta > config.blowup)
+        bad = ~jnp.isfinite(delta) | (hyper.nbeta * delta > blowup)
         first_bad = jnp.where((first_bad < 0) & bad, t, first_bad)
         if config.progress_rate:
             jax.lax.cond(
@@ -199,6 +210,8 @@ def _run(
             return (loss - hyper.init_loss_hi) - hyper.init_loss_lo
 
         return jax.vmap(one)(states.position)
+
+    observe_at, observe_refs = _observers(loss_fn, config, anchor, observe)
 
     def draw(carry, xs):
         carry, (scale_sum, scale_max) = carry
@@ -230,9 +243,13 @@ def _run(
         else:
             proj = jnp.zeros((config.num_chains, 0), delta.dtype)
         if config.record_scale:
-            scale = jax.vmap(lambda s: step_scale(sampler, s, hyper, anchor))(states)
+            scale = jax.vmap(lambda s: step_scale(sampler, s, hyper, anchor, mask))(states)
             scale_sum, scale_max = scale_sum + scale, jnp.maximum(scale_max, scale)
-        return (carry, (scale_sum, scale_max)), (delta, dist, checked, proj, acc)
+        observed = {
+            name: jax.vmap(lambda w, f=f, r=observe_refs[name]: f(w) - r)(states.position)
+            for name, f in observe_at.items()
+        }
+        return (carry, (scale_sum, scale_max)), (delta, dist, checked, proj, acc, observed)
 
     positions = jax.tree.map(lambda p: jnp.broadcast_to(p, (config.num_chains, *p.shape)), anchor)
     states = _shard_chains(
@@ -251,7 +268,7 @@ def _run(
     width = sum(x.size for x in jax.tree.leaves(anchor)) if config.record_scale else 0
     dtype = burnin_delta.dtype
     zeros = jnp.zeros((config.num_chains, width), dtype)
-    carry, (delta, dist, checked, proj, acc) = jax.lax.scan(
+    carry, (delta, dist, checked, proj, acc, observed) = jax.lax.scan(
         draw, (carry, (zeros, zeros)), (starts, index)
     )
     carry, (scale_sum, scale_max) = carry
@@ -267,7 +284,35 @@ def _run(
         scale_max,
         carry[0].position if config.record_scale else (),
         carry if config.chunked else (),
+        observed={name: jnp.moveaxis(x, 0, 1) for name, x in observed.items()},
     )
+
+
+def _observers(loss_fn, config: RunConfig, anchor, observe):
+    """Per observable, ``f(w)`` (its mean loss or per-sample losses) and ``f(anchor)``."""
+    if observe is None:
+        return {}, {}
+    means, samples = observe
+    per_sample = config.per_sample_loss_fn or per_row_loss(loss_fn)
+    chunk = config.eval_chunk or 1
+    found = {}
+    for name, q in means.items():
+        found[name] = partial(lambda w, q: full_loss(loss_fn, w, q, chunk), q=q)
+    for name, q in samples.items():
+        found[name] = partial(
+            lambda w, q: _chunks.rows(lambda b: per_sample(w, b), q, chunk), q=q
+        )
+    return found, {name: f(anchor) for name, f in found.items()}
+
+
+def per_row_loss(loss_fn):
+    """``loss_fn`` on single-row batches: one loss per row of a batch."""
+
+    def per_row(params, batch):
+        one = lambda row: loss_fn(params, jax.tree.map(lambda a: a[None], row))  # noqa: E731
+        return jax.vmap(one)(batch)
+
+    return per_row
 
 
 def stack_hypers(hypers: list[Hyper]) -> Hyper:
@@ -301,7 +346,7 @@ def chain_mesh(num_chains: int, num_devices: int | None) -> jax.sharding.Mesh | 
     return jax.sharding.Mesh(np.array(devices[:num_devices]), ("chains",))
 
 
-def step_scale(sampler, state, hyper, anchor):
+def step_scale(sampler, state, hyper, anchor, mask=None):
     """The per-coordinate effective Langevin step at ``state``, raveled.
 
     The preconditioned step for RMSProp-SGLD, ``step_size`` for SGLD, and
@@ -311,10 +356,11 @@ def step_scale(sampler, state, hyper, anchor):
     where SGLD gave +5%.)
     """
     if sampler.proposal_scale is None:
-        flat = jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(anchor)])
         step = hyper.step_size / jnp.maximum(state.friction, 1e-3)
-        return jnp.full(flat.shape, step, flat.dtype)
-    scale = sampler.proposal_scale(state, hyper.step_size, hyper.options)
+        scale = jax.tree.map(lambda x: jnp.full(x.shape, step, x.dtype), anchor)
+    else:
+        scale = sampler.proposal_scale(state, hyper.step_size, hyper.options)
+    scale = sgld.masked(scale, mask)  # the weights outside the mask take no steps
     return jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(scale)])
 
 
@@ -322,28 +368,46 @@ run_chains = jax.jit(_run, static_argnames=("loss_fn", "config"))
 run_chains.__doc__ = _run.__doc__
 
 
-@partial(jax.jit, static_argnames=("loss_fn", "config"))
-def run_grid(rng_key, anchor, data, hypers: Hyper, direction=None, held=None, *, loss_fn, config):
+@partial(jax.jit, static_argnames=("loss_fn", "config", "stacked_masks"))
+def run_grid(
+    rng_key,
+    anchor,
+    data,
+    hypers: Hyper,
+    direction=None,
+    held=None,
+    mask=None,
+    *,
+    loss_fn,
+    config,
+    stacked_masks=False,
+):
     """:func:`run_chains` for a stack of settings, vectorised in one program.
 
-    Every ``hypers`` leaf has a leading settings axis. All settings share ``rng_key``,
-    so they see the same noise and minibatches (common random numbers).
+    Every ``hypers`` leaf has a leading settings axis, and with ``stacked_masks`` every
+    ``mask`` leaf too (one weight mask per setting). All settings share ``rng_key``, so
+    they see the same noise and minibatches (common random numbers).
     """
     one = partial(_run, loss_fn=loss_fn, config=config)
-    return jax.vmap(one, in_axes=(None, None, None, 0, None, None))(
-        rng_key, anchor, data, hypers, direction, held
-    )
+    mask_axis = 0 if stacked_masks else None
+    return jax.vmap(
+        lambda h, m: one(rng_key, anchor, data, h, direction, held, None, m),
+        in_axes=(0, mask_axis),
+    )(hypers, mask)
 
 
 @partial(jax.jit, static_argnames=("loss_fn", "config"))
-def run_checkpoints(rng_keys, anchors, data, hypers: Hyper, *, loss_fn, config):
+def run_checkpoints(rng_keys, anchors, data, hypers: Hyper, mask=None, *, loss_fn, config):
     """:func:`run_chains` at each of a stack of anchors, inside one program.
 
     ``anchors``, ``hypers`` and ``rng_keys`` share a leading checkpoint axis; the runs go
     one after the other (``lax.map``), so memory stays that of one run.
     """
     one = partial(_run, loss_fn=loss_fn, config=config)
-    return jax.lax.map(lambda xs: one(xs[0], xs[1], data, xs[2]), (rng_keys, anchors, hypers))
+    return jax.lax.map(
+        lambda xs: one(xs[0], xs[1], data, xs[2], None, None, None, mask),
+        (rng_keys, anchors, hypers),
+    )
 
 
 def full_loss(loss_fn: LossFn, params: ArrayTree, data: Batch, chunk: int) -> Array:

@@ -75,6 +75,9 @@ class Plan(NamedTuple):
     show_progress: bool
     burnin: FixedBurnin | AutoBurnin | FollowBurnin
     chunk_draws: int | None = None
+    mask: ArrayTree | None = None  # 0/1 leaves shaped like params: the weights that move
+    observe: tuple | None = None  # (means, samples): name -> data set, for loop.run_chains
+    observed_init: dict | None = None  # name -> the observable at w* (host, float64)
 
     @property
     def capabilities(self) -> samplers.Capabilities:
@@ -106,6 +109,9 @@ def make_plan(
     rng_key = check.check_key(rng_key)
     check.check_callable(loss_fn)
     num_params = check.check_params(params)
+    mask = None
+    if s.weight_mask is not None:
+        mask, num_params = check_mask(s.weight_mask, params)
     n = check.check_data(data)
     batch_size = check.check_batch_size(s.batch_size, n)
     nbeta = s.nbeta
@@ -137,9 +143,10 @@ def make_plan(
         track_direction=s.escape_direction is not None,
         sampler=s.sampler if can.step_size else "sgld",
         acceptance_every_draws=_acceptance_every_draws(s, can),
-        blowup=BLOWUP_PER_PARAM * num_params,
+        blowup_per_param=BLOWUP_PER_PARAM,
         mesh=loop.chain_mesh(s.num_chains, s.num_devices),
         record_scale=can.step_bias,
+        per_sample_loss_fn=s.per_sample_loss_fn,
     )
     if s.escape_direction is not None:
         check.check_like_params("escape_direction", s.escape_direction, params)
@@ -157,6 +164,7 @@ def make_plan(
         direction = jax.tree.map(lambda v, p: jnp.asarray(v, p.dtype), s.escape_direction, params)
     if held is not None:
         held = (held[0], jnp.asarray(held[1], dtype))
+    observe, observed_init = _observables(s, loss_fn, params, config)
     return Plan(
         rng_key=rng_key,
         loss_fn=loss_fn,
@@ -177,7 +185,39 @@ def make_plan(
         show_progress=_progress.enabled(s.progress_bar),
         burnin=burnin,
         chunk_draws=s.chunk_draws,
+        mask=mask,
+        observe=observe,
+        observed_init=observed_init,
     )
+
+
+def _observables(s: Settings, loss_fn, params, config) -> tuple:
+    """Check the observables' data sets and evaluate each observable at w*."""
+    means, samples = dict(s.observables or {}), dict(s.per_sample_observables or {})
+    if not means and not samples:
+        return None, None
+    init = {}
+    for name, q in means.items():
+        check.check_data(q)
+        q = means[name] = jax.tree.map(jnp.asarray, q)
+        init[name] = loop.full_data_loss(loss_fn, params, q, config.eval_chunk)
+    per_row = config.per_sample_loss_fn or loop.per_row_loss(loss_fn)
+    total = 0
+    for name, q in samples.items():
+        check.check_data(q)
+        q = samples[name] = jax.tree.map(jnp.asarray, q)
+        shape = jax.eval_shape(per_row, params, q)
+        total += config.num_chains * config.num_draws * int(np.prod(shape.shape)) * 4
+        init[name] = np.asarray(per_row(params, q), np.float64)
+    if total > s.max_per_sample_bytes:
+        msg = (
+            f"per_sample_observables would hold {total / 2**20:.1f} MiB of per-sample losses "
+            f"(chains x draws x samples x 4 bytes), above max_per_sample_bytes = "
+            f"{s.max_per_sample_bytes / 2**20:.1f} MiB; raise it, or record fewer samples or "
+            "draws (num_steps_bw_draws thins them)."
+        )
+        raise ValueError(msg)
+    return (means, samples), init
 
 
 def _full_loss_every_draws(s: Settings, batch_size: int | None) -> int:
@@ -196,6 +236,47 @@ def _acceptance_every_draws(s: Settings, can: samplers.Capabilities) -> int:
         return 0
     checks = DEFAULT_ACCEPTANCE_CHECKS if s.acceptance_checks is None else s.acceptance_checks
     return max(1, s.num_draws // checks) if checks else 0
+
+
+def check_mask(weight_mask, params) -> tuple[ArrayTree, int]:
+    """A weight mask as 0/1 arrays of the leaves' shapes and dtypes, and its count.
+
+    ``weight_mask`` has the pytree structure of ``params``; each leaf is a bool or a
+    boolean array broadcastable to the parameter leaf.
+
+    Examples:
+        >>> mask, count = check_mask({"w": True, "b": np.array([True, False])},
+        ...                          {"w": np.zeros((2, 3)), "b": np.zeros(2)})
+        >>> count, mask["b"].tolist()
+        (7, [1.0, 0.0])
+    """
+    params_def = jax.tree.structure(params)
+    try:
+        leaves = params_def.flatten_up_to(weight_mask)
+    except (ValueError, TypeError):
+        msg = (
+            "weight_mask must have the pytree structure of params, with a bool or a boolean "
+            f"array per leaf (build one with llc.masks); params: {params_def}."
+        )
+        raise ValueError(msg) from None
+    out, count = [], 0
+    for (path, p), m in zip(jax.tree_util.tree_flatten_with_path(params)[0], leaves, strict=True):
+        where = "weight_mask" + jax.tree_util.keystr(path)
+        m = np.asarray(m)
+        if m.dtype != np.bool_:
+            msg = f"{where} has dtype {m.dtype}; every leaf of weight_mask must be boolean."
+            raise TypeError(msg)
+        try:
+            m = np.broadcast_to(m, np.shape(p))
+        except ValueError:
+            msg = f"{where} of shape {m.shape} does not broadcast to the parameter's {np.shape(p)}."
+            raise ValueError(msg) from None
+        count += int(m.sum())
+        out.append(jnp.asarray(m, jnp.result_type(p)))
+    if count == 0:
+        msg = "weight_mask selects no weight; at least one must be sampled."
+        raise ValueError(msg)
+    return jax.tree.unflatten(params_def, out), count
 
 
 def _check_held(held_directions, params):

@@ -13,7 +13,7 @@ from llc import trace_stats as stats
 from llc.hessian import largest_eigenvalue_magnitude
 from llc.loop import RunOutput
 from llc.plan import AutoBurnin, FollowBurnin, Plan
-from llc.result import LLCResult
+from llc.result import LLCResult, Observable
 from llc.step_bias import MAX_STEP_BIAS, less_step_bias
 
 __all__ = ["assemble", "llc_from_losses"]
@@ -148,7 +148,29 @@ def assemble(
         predicted_step_bias=step_bias,
         num_devices=plan.num_devices,
         burnin=_burnin_name(plan),
+        observables=_observables(plan, out, nbeta, diverged),
     )
+
+
+def _observables(plan: Plan, out: RunOutput, nbeta: float, diverged: np.ndarray):
+    """Each recorded observable with its own ``nbeta (E[L_q] - L_q(w*))``."""
+    if not plan.observed_init:
+        return None
+    found = {}
+    for name, init in plan.observed_init.items():
+        delta = np.asarray(out.observed[name])
+        per_sample = np.ndim(init) > 0
+        mean = delta.reshape(*delta.shape[:2], -1).astype(np.float64).mean(axis=2)
+        per_chain = np.where(diverged, np.nan, nbeta * mean.mean(axis=1))
+        alive = per_chain[~diverged]
+        found[name] = Observable(
+            init_loss=init,
+            delta=delta,
+            llc=float(alive.mean()) if alive.size else math.nan,
+            llc_per_chain=per_chain,
+            per_sample=per_sample,
+        )
+    return found
 
 
 def _burnin_name(plan: Plan) -> str:
@@ -203,7 +225,7 @@ def _judge(plan: Plan, out: RunOutput, v: _Run) -> list:
             step_size=v.step_size,
             nbeta=nbeta,
             localization=v.localization,
-            blowup=config.blowup / plan.num_params,
+            blowup=config.blowup_per_param,
         )
         if num_draws < config.num_draws and diverged.all():
             evidence = flag.stopped_early(evidence, num_draws, config.num_draws)

@@ -15,7 +15,33 @@ from llc.flags import Evidence
 from llc.step_bias import CurvatureModel, less_step_bias
 from llc.trace_stats import standard_error
 
-__all__ = ["CalibrationResult", "LLCResult", "load_result"]
+__all__ = ["CalibrationResult", "LLCResult", "Observable", "load_result"]
+
+
+class Observable(NamedTuple):
+    """An observable recorded at every draw (``estimate_llc(..., observables=...)``).
+
+    Attributes:
+        init_loss: its value at w*: ``L_q(w*)`` for a data set's mean loss, or the
+            per-sample losses ``l_i(w*)`` (shape ``(m, ...)``).
+        delta: ``(chains, draws)`` of ``L_q(w_t) - L_q(w*)``, or ``(chains, draws, m, ...)``
+            of ``l_i(w_t) - l_i(w*)`` (differences keep float32's precision).
+        llc: ``nbeta (E[L_q] - L_q(w*))`` over the chains that did not diverge, with
+            ``L_q`` the mean over the samples (NaN if every chain diverged).
+        llc_per_chain: ``(chains,)`` the same per chain (NaN for a diverged chain).
+        per_sample: whether ``delta`` holds per-sample losses.
+    """
+
+    init_loss: float | np.ndarray
+    delta: np.ndarray
+    llc: float
+    llc_per_chain: np.ndarray
+    per_sample: bool
+
+    @property
+    def loss_trace(self) -> np.ndarray:
+        """``L_q(w_t)`` (or ``l_i(w_t)``) per chain and draw, in float64."""
+        return np.asarray(self.init_loss, np.float64) + self.delta.astype(np.float64)
 
 
 class LLCResult(NamedTuple):
@@ -88,6 +114,8 @@ class LLCResult(NamedTuple):
         num_devices: how many devices the chains were sharded over.
         burnin: how the burn-in ran: ``"fixed"``, ``"auto"`` (``num_burnin_steps="auto"``)
             or ``"follow"`` (``step_size="auto"``: the step followed the chains).
+        observables: name -> :class:`Observable`, for each data set passed as
+            ``observables`` or ``per_sample_observables`` (None without).
     """
 
     llc_mean: float
@@ -130,6 +158,7 @@ class LLCResult(NamedTuple):
     predicted_step_bias: np.ndarray | None = None
     num_devices: int = 1
     burnin: str = "fixed"
+    observables: dict | None = None
 
     @property
     def llc_stderr(self) -> float:
@@ -282,7 +311,9 @@ class CalibrationResult(NamedTuple):
         return "\n".join(rows)
 
 
-_TYPES = {t.__name__: t for t in (LLCResult, CalibrationResult, CurvatureModel, Evidence)}
+_TYPES = {
+    t.__name__: t for t in (LLCResult, CalibrationResult, CurvatureModel, Evidence, Observable)
+}
 
 
 def load_result(path) -> LLCResult:

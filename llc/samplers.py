@@ -8,8 +8,10 @@ with a minibatch estimate of grad U at each step, and is an ``init``/``kernel`` 
 
 - ``init(position, options) -> state`` (a NamedTuple with a ``position`` field),
 - ``kernel(rng_key, state, loss_fn, batch, *, step_size, nbeta, localization, anchor,
-  held, options) -> (state, info)`` with ``info.loss = L_B(w_t)`` and
-  ``info.distance = |w_t - w*|`` at the pre-step position.
+  held, options, mask=None) -> (state, info)`` with ``info.loss = L_B(w_t)`` and
+  ``info.distance = |w_t - w*|`` at the pre-step position. ``mask`` (0/1 leaves shaped
+  like the parameters) restricts the chain to the weights inside it: the gradient step
+  and the noise are zero outside, so those weights stay where they started (w*).
 
 ``options`` is a dict of the sampler's own hyperparameters (traced: sweeping them does not
 recompile). All step sizes follow the Lau convention: with its extra option at its
@@ -103,12 +105,16 @@ def _sq_norm(tree: ArrayTree) -> Array:
     return sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree))
 
 
-def _grad_u(loss_fn, position, batch, nbeta, localization, anchor, held):
-    """``L_B(w)``, ``grad L_B(w)``, ``w - w*`` and ``grad U(w)`` on one batch."""
+def _grad_u(loss_fn, position, batch, nbeta, localization, anchor, held, mask=None):
+    """``L_B(w)``, ``grad L_B(w)``, ``w - w*`` and ``grad U(w)`` on one batch.
+
+    With a weight ``mask`` (0/1 leaves shaped like the parameters), ``grad U`` is zero
+    outside it: the weights outside do not move.
+    """
     loss, grad = jax.value_and_grad(loss_fn)(position, batch)
     displacement = jax.tree.map(jnp.subtract, position, anchor)
     pull = sgld._localizer_pull(displacement, localization, held)
-    grad_u = jax.tree.map(lambda g, p: nbeta * g + p, grad, pull)
+    grad_u = sgld.masked(jax.tree.map(lambda g, p: nbeta * g + p, grad, pull), mask)
     return loss, grad, displacement, grad_u
 
 
@@ -123,7 +129,18 @@ def _sgld_init(position, options):
 
 
 def _sgld_step(
-    rng_key, state, loss_fn, batch, *, step_size, nbeta, localization, anchor, held, options
+    rng_key,
+    state,
+    loss_fn,
+    batch,
+    *,
+    step_size,
+    nbeta,
+    localization,
+    anchor,
+    held,
+    options,
+    mask=None,
 ):
     del options
     return _sgld_kernel(
@@ -136,6 +153,7 @@ def _sgld_step(
         localization=localization,
         anchor=anchor,
         held=held,
+        mask=mask,
     )
 
 
@@ -171,11 +189,22 @@ def _rmsprop_scale(state, step_size, options):
 
 
 def _rmsprop_step(
-    rng_key, state, loss_fn, batch, *, step_size, nbeta, localization, anchor, held, options
+    rng_key,
+    state,
+    loss_fn,
+    batch,
+    *,
+    step_size,
+    nbeta,
+    localization,
+    anchor,
+    held,
+    options,
+    mask=None,
 ):
     position = state.position
     loss, grad, displacement, grad_u = _grad_u(
-        loss_fn, position, batch, nbeta, localization, anchor, held
+        loss_fn, position, batch, nbeta, localization, anchor, held, mask
     )
     alpha = jnp.asarray(options["alpha"])
     adapting = state.count < options["adapt_steps"]
@@ -186,7 +215,7 @@ def _rmsprop_step(
     )
     updated = RMSPropSGLDState(position, moment, state.count + adapting.astype(jnp.int32))
     scale = _rmsprop_scale(updated, step_size, options)
-    noise = sgld._gaussian_like(rng_key, position)
+    noise = sgld.masked(sgld._gaussian_like(rng_key, position), mask)
 
     def move(w, gu, s, xi):
         return (w - 0.5 * s * gu + jnp.sqrt(s) * xi).astype(w.dtype)
@@ -221,18 +250,29 @@ def _momentum_init(option):
 
 def _momentum_step(thermostat: bool, option: str):
     def step(
-        rng_key, state, loss_fn, batch, *, step_size, nbeta, localization, anchor, held, options
+        rng_key,
+        state,
+        loss_fn,
+        batch,
+        *,
+        step_size,
+        nbeta,
+        localization,
+        anchor,
+        held,
+        options,
+        mask=None,
     ):
         position = state.position
         loss, _, displacement, grad_u = _grad_u(
-            loss_fn, position, batch, nbeta, localization, anchor, held
+            loss_fn, position, batch, nbeta, localization, anchor, held, mask
         )
         eta = 0.5 * step_size
         # SGHMC injects noise at its friction; SGNHT at the fixed diffusion A, while its
         # friction xi adapts until the kinetic energy is right.
         injected = options[option]
         friction = state.friction
-        noise = sgld._gaussian_like(rng_key, position)
+        noise = sgld.masked(sgld._gaussian_like(rng_key, position), mask)
         velocity = jax.tree.map(
             lambda v, gu, xi: (
                 (1 - friction) * v - eta * gu + jnp.sqrt(2 * injected * eta) * xi
@@ -243,7 +283,7 @@ def _momentum_step(thermostat: bool, option: str):
         )
         new_position = jax.tree.map(jnp.add, position, velocity)
         if thermostat:
-            dim = sum(v.size for v in jax.tree.leaves(velocity))
+            dim = sgld.dimension(velocity, mask)
             # the kinetic energy of the exact discrete chain at friction xi (see above)
             friction = friction + (_sq_norm(velocity) / dim - eta / (1 - 0.5 * friction))
         info = sgld.SGLDInfo(loss, jnp.sqrt(_sq_norm(displacement)))
@@ -367,6 +407,7 @@ def log_acceptance(
     anchor,
     held,
     options,
+    mask=None,
     info=None,
 ) -> Array:
     """Log Metropolis-Hastings ratio of one Langevin step, as a MALA proposal on ``batch``.
@@ -396,8 +437,8 @@ def log_acceptance(
         loss0, gu0 = info.loss, info.potential_grad
         dw0 = jax.tree.map(jnp.subtract, w, anchor)
     else:
-        loss0, _, dw0, gu0 = _grad_u(loss_fn, w, batch, nbeta, localization, anchor, held)
-    loss1, _, dw1, gu1 = _grad_u(loss_fn, w_new, batch, nbeta, localization, anchor, held)
+        loss0, _, dw0, gu0 = _grad_u(loss_fn, w, batch, nbeta, localization, anchor, held, mask)
+    loss1, _, dw1, gu1 = _grad_u(loss_fn, w_new, batch, nbeta, localization, anchor, held, mask)
 
     def localizer(dw):
         energy = 0.5 * localization * _sq_norm(dw)

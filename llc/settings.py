@@ -72,6 +72,11 @@ class Settings:
     num_devices: int | None = None
     chunk_draws: int | None = None
     max_burnin_steps: int | None = None
+    weight_mask: Any = None
+    observables: dict | None = None
+    per_sample_observables: dict | None = None
+    per_sample_loss_fn: Any = None
+    max_per_sample_bytes: int = 2**30
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -166,6 +171,23 @@ class Settings:
         for name in ("full_loss_every", "acceptance_checks"):
             if getattr(self, name) is not None:
                 changes[name] = check.check_count(name, getattr(self, name), minimum=0)
+        for name in ("observables", "per_sample_observables"):
+            sets = getattr(self, name)
+            if sets is not None and (
+                not isinstance(sets, dict) or not all(isinstance(k, str) for k in sets)
+            ):
+                msg = f"{name} must be a dict of name (str) -> data set; got {type(sets).__name__}."
+                raise TypeError(msg)
+        both = set(self.observables or {}) & set(self.per_sample_observables or {})
+        if both:
+            msg = f"observables and per_sample_observables share the names {sorted(both)}."
+            raise ValueError(msg)
+        if self.per_sample_loss_fn is not None and not callable(self.per_sample_loss_fn):
+            msg = "per_sample_loss_fn must be callable as per_sample_loss_fn(params, batch)."
+            raise TypeError(msg)
+        changes["max_per_sample_bytes"] = check.check_count(
+            "max_per_sample_bytes", self.max_per_sample_bytes, minimum=1
+        )
         changes["control_variate"] = bool(self.control_variate)
         changes["num_devices"] = _devices(self.num_devices, chains)
         return dataclasses.replace(self, **changes)

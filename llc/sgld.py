@@ -96,9 +96,10 @@ def build_kernel():
 
     Returns:
         ``kernel(rng_key, state, loss_fn, batch, *, step_size, nbeta, localization,
-        anchor, held=None) -> (SGLDState, SGLDInfo)``. ``held = (directions,
-        strengths)`` adds ``c_i / 2 <v_i, w - w*>^2`` to the localizer along k
-        orthonormal directions (leaves with a leading axis k).
+        anchor, held=None, mask=None) -> (SGLDState, SGLDInfo)``. ``held =
+        (directions, strengths)`` adds ``c_i / 2 <v_i, w - w*>^2`` to the localizer
+        along k orthonormal directions (leaves with a leading axis k). ``mask`` (0/1
+        leaves shaped like the parameters) moves only the weights inside it.
 
     Examples:
         A quadratic loss, one step from the anchor: the drift vanishes there, so the
@@ -126,16 +127,17 @@ def build_kernel():
         localization,
         anchor: ArrayTree,
         held: tuple | None = None,
+        mask: ArrayTree | None = None,
     ) -> tuple[SGLDState, SGLDInfo]:
         position = state.position
         loss, grad = jax.value_and_grad(loss_fn)(position, batch)
-        noise = _gaussian_like(rng_key, position)
+        noise = masked(_gaussian_like(rng_key, position), mask)
         displacement = jax.tree.map(jnp.subtract, position, anchor)
         pull = _localizer_pull(displacement, localization, held)
         half_eps = 0.5 * step_size
         sqrt_eps = jnp.sqrt(step_size)
 
-        grad_u = jax.tree.map(lambda g, pull_w: nbeta * g + pull_w, grad, pull)
+        grad_u = masked(jax.tree.map(lambda g, pull_w: nbeta * g + pull_w, grad, pull), mask)
 
         def move(w, gu, xi):
             return (w - half_eps * gu + sqrt_eps * xi).astype(w.dtype)
@@ -145,6 +147,20 @@ def build_kernel():
         return SGLDState(new_position), SGLDInfo(loss, jnp.sqrt(sq), grad_u)
 
     return kernel
+
+
+def masked(tree: ArrayTree, mask: ArrayTree | None) -> ArrayTree:
+    """``tree`` with every entry outside ``mask`` (0/1 leaves) set to 0; None: unchanged."""
+    if mask is None:
+        return tree
+    return jax.tree.map(lambda x, m: (x * m).astype(x.dtype), tree, mask)
+
+
+def dimension(tree: ArrayTree, mask: ArrayTree | None = None):
+    """The number of entries of ``tree`` that move: all, or those inside ``mask``."""
+    if mask is None:
+        return sum(x.size for x in jax.tree.leaves(tree))
+    return sum(jnp.sum(m) for m in jax.tree.leaves(mask))
 
 
 def _localizer_pull(displacement, localization, held):

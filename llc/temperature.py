@@ -148,6 +148,7 @@ def estimate_llc_multitemp(
         stacked,
         None,
         None,
+        plan.mask,
         loss_fn=plan.loss_fn,
         config=plan.config,
     )

@@ -145,7 +145,7 @@ def estimate_llc_trajectory(
     stacked = loop.stack_hypers(hypers)
     keys = jnp.stack([plan.rng_key] * num_checkpoints)
     out = loop.run_checkpoints(
-        keys, checkpoints, plan.data, stacked, loss_fn=plan.loss_fn, config=plan.config
+        keys, checkpoints, plan.data, stacked, plan.mask, loss_fn=plan.loss_fn, config=plan.config
     )
     out = jax.tree.map(np.asarray, out)
     results = []
