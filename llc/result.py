@@ -226,6 +226,39 @@ class LLCResult(NamedTuple):
         lines += [f"  [{flag}] {self.evidence[flag]}" for flag in self.flags]
         return "\n".join(lines)
 
+    def to_arviz(self):
+        """The traces as ArviZ data: ``posterior`` (chains x draws), ``sample_stats``.
+
+        ``posterior`` holds ``loss`` (the loss trace) and ``llc`` (``nbeta (L - L_n(w*))``
+        per draw, whose mean is the estimate), over the chains that did not diverge;
+        ``sample_stats`` the distance from w*. ArviZ's trace, rank and autocorrelation
+        plots and ``arviz.summary`` then apply. Needs the optional ``arviz`` package
+        (``pip install arviz``, or the ``arviz`` extra).
+
+        Examples:
+            >>> import jax, jax.numpy as jnp, llc
+            >>> loss_fn = lambda w, b: 0.5 * jnp.sum(w**2) + 0.0 * jnp.sum(b)
+            >>> r = llc.estimate_llc(jax.random.key(0), loss_fn, jnp.zeros(2),
+            ...                      jnp.zeros((100, 1)), step_size=1e-3, num_draws=100)
+            >>> data = r.to_arviz()  # doctest: +SKIP
+            >>> data.posterior["llc"].shape  # doctest: +SKIP
+            (4, 100)
+        """
+        try:
+            import arviz  # noqa: PLC0415 (optional dependency)
+        except ImportError:
+            msg = "to_arviz needs arviz: pip install arviz (or the llc[arviz] extra)."
+            raise ImportError(msg) from None
+        alive = ~np.asarray(self.diverged)
+        return arviz.from_dict(
+            posterior={
+                "loss": self.loss_trace[alive],
+                "llc": self.nbeta * (self.loss_trace[alive] - self.init_loss),
+            },
+            sample_stats={"distance": self.distance_trace[alive]},
+            attrs={"sampler": self.sampler, "num_params": self.num_params},
+        )
+
     def save(self, path) -> Path:
         """Write the result to ``path`` (one ``.npz`` file; ``.npz`` is added if missing).
 

@@ -89,3 +89,26 @@ def test_warning_prints_one_short_line_per_flag():
     lines = str(record[0].message).splitlines()
     assert len(lines) == 3 and all(len(line) <= flags.MAX_LINE for line in lines)
     assert lines[1].startswith("[not_converged]") and lines[2].startswith("[negative_estimate]")
+
+
+def test_to_arviz_holds_the_alive_chains_traces():
+    az = pytest.importorskip("arviz")
+    loss_fn = lambda w, b: 0.5 * jnp.sum(w**2) + 0.0 * jnp.sum(b)  # noqa: E731
+    r = llc.estimate_llc(
+        jax.random.key(0),
+        loss_fn,
+        jnp.zeros(2),
+        jnp.zeros((100, 1)),
+        step_size=1e-3,
+        num_chains=3,
+        num_draws=50,
+        num_burnin_steps=10,
+    )
+    r = r._replace(diverged=np.array([False, True, False]))
+    data = r.to_arviz()
+    assert data.posterior["llc"].shape == (2, 50)
+    np.testing.assert_allclose(
+        data.posterior["llc"].values.mean(axis=1),
+        r.nbeta * (r.loss_trace[[0, 2]] - r.init_loss).mean(axis=1),
+    )
+    assert "r_hat" in az.summary(data, var_names=["llc"]).columns
