@@ -17,9 +17,8 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from llc import _chunks, _progress, samplers, sgld
+from llc import _chunks, _progress, mesh, samplers, sgld
 from llc._batching import gather, sample_indices
 from llc._types import Array, ArrayTree, Batch, LossFn, PRNGKey
 
@@ -42,7 +41,8 @@ class RunConfig(NamedTuple):
     acceptance_every_draws: int = 0  # 0: no MALA acceptance checks
     record_scale: bool = False  # return each chain's per-coordinate step sizes (mean, max)
     blowup_per_param: float = float("inf")  # nbeta (L - L*) above this x d: diverged
-    mesh: jax.sharding.Mesh | None = None  # shard the chains over this mesh's "chains" axis
+    mesh: jax.sharding.Mesh | None = None  # chains x data x model (see llc.mesh)
+    param_specs: tuple | None = None  # a PartitionSpec per parameter leaf (flat), or None
     chunked: bool = False  # return the final carry, so a later call can resume from it
     progress_total: int = 0  # steps of the whole run when it is chunked (0: this call's)
     per_sample_loss_fn: Callable | None = None  # (params, batch) -> per-row losses
@@ -145,7 +145,8 @@ def _run(
     }
     chain_keys = jax.random.split(rng_key, config.num_chains)
     noise_keys, batch_keys = jax.vmap(jax.random.split, out_axes=1)(chain_keys)
-    noise_keys, batch_keys = _shard_chains(config.mesh, (noise_keys, batch_keys))
+    noise_keys, batch_keys = mesh.shard_per_chain(config.mesh, (noise_keys, batch_keys))
+    anchor = mesh.shard_params(config.mesh, anchor, config.param_specs, leading_chain=False)
     minibatch = config.batch_size is not None
     blowup = config.blowup_per_param * sgld.dimension(anchor, mask)  # d: the weights that move
     if not minibatch:
@@ -183,7 +184,9 @@ def _run(
         if minibatch:
             sample = partial(sample_indices, num_data=config.num_data, batch_size=config.batch_size)
             idx = jax.vmap(sample)(fold(batch_keys, t))
-            batches = jax.vmap(gather, in_axes=(None, 0))(data, idx)
+            batches = mesh.shard_batches(
+                config.mesh, jax.vmap(gather, in_axes=(None, 0))(data, idx)
+            )
             states, delta, dist, acc = jax.vmap(chain_step, in_axes=(0, 0, 0, None))(
                 keys, states, batches, accept_now
             )
@@ -191,6 +194,7 @@ def _run(
             states, delta, dist, acc = jax.vmap(chain_step, in_axes=(0, 0, None, None))(
                 keys, states, data, accept_now
             )
+        states = shard_states(states)
         bad = ~jnp.isfinite(delta) | (hyper.nbeta * delta > blowup)
         first_bad = jnp.where((first_bad < 0) & bad, t, first_bad)
         if config.progress_rate:
@@ -212,6 +216,20 @@ def _run(
         return jax.vmap(one)(states.position)
 
     observe_at, observe_refs = _observers(loss_fn, config, anchor, observe)
+    structure = jax.tree.structure(anchor)
+
+    def shard_states(states):
+        """Params-shaped state fields by the param specs, the rest per chain."""
+        if config.mesh is None:
+            return states
+        return type(states)(
+            *[
+                mesh.shard_params(config.mesh, f, config.param_specs, leading_chain=True)
+                if jax.tree.structure(f) == structure
+                else mesh.shard_per_chain(config.mesh, f)
+                for f in states
+            ]
+        )
 
     def draw(carry, xs):
         carry, (scale_sum, scale_max) = carry
@@ -252,9 +270,7 @@ def _run(
         return (carry, (scale_sum, scale_max)), (delta, dist, checked, proj, acc, observed)
 
     positions = jax.tree.map(lambda p: jnp.broadcast_to(p, (config.num_chains, *p.shape)), anchor)
-    states = _shard_chains(
-        config.mesh, jax.vmap(lambda p: sampler.init(p, hyper.options))(positions)
-    )
+    states = shard_states(jax.vmap(lambda p: sampler.init(p, hyper.options))(positions))
     carry = (states, jnp.full((config.num_chains,), -1, jnp.int32))
     first_step, first_draw = jnp.int32(0), jnp.int32(0)
     if resume is not None:
@@ -299,9 +315,7 @@ def _observers(loss_fn, config: RunConfig, anchor, observe):
     for name, q in means.items():
         found[name] = partial(lambda w, q: full_loss(loss_fn, w, q, chunk), q=q)
     for name, q in samples.items():
-        found[name] = partial(
-            lambda w, q: _chunks.rows(lambda b: per_sample(w, b), q, chunk), q=q
-        )
+        found[name] = partial(lambda w, q: _chunks.rows(lambda b: per_sample(w, b), q, chunk), q=q)
     return found, {name: f(anchor) for name, f in found.items()}
 
 
@@ -318,32 +332,6 @@ def per_row_loss(loss_fn):
 def stack_hypers(hypers: list[Hyper]) -> Hyper:
     """Stack settings on a leading axis, for :func:`run_grid` or :func:`run_checkpoints`."""
     return jax.tree.map(lambda *xs: jnp.stack(xs), *hypers)
-
-
-def _shard_chains(mesh, tree):
-    """Lay every leaf's leading (chain) axis over the mesh's devices; no-op without a mesh.
-
-    Each chain's computation is independent of the others, so XLA keeps every chain on
-    its device through the whole scan and the numbers are those of a single device.
-    """
-    if mesh is None:
-        return tree
-    spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("chains"))
-    return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, spec), tree)
-
-
-def chain_mesh(num_chains: int, num_devices: int | None) -> jax.sharding.Mesh | None:
-    """A one-axis mesh ("chains") over the local devices, or None for a single device.
-
-    ``num_devices=None`` takes the largest number of local devices that divides
-    ``num_chains``; an explicit number must divide it and not exceed the devices present.
-    """
-    devices = jax.local_devices()
-    if num_devices is None:
-        num_devices = max(k for k in range(1, len(devices) + 1) if num_chains % k == 0)
-    if num_devices <= 1:
-        return None
-    return jax.sharding.Mesh(np.array(devices[:num_devices]), ("chains",))
 
 
 def step_scale(sampler, state, hyper, anchor, mask=None):

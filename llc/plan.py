@@ -19,6 +19,7 @@ import numpy as np
 
 from llc import _progress, loop, samplers
 from llc import _validation as check
+from llc import mesh as llc_mesh
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
 from llc.settings import AUTO_BURNIN_WINDOWS, Settings, default_nbeta
 
@@ -85,6 +86,11 @@ class Plan(NamedTuple):
         return samplers.CAPABILITIES[self.sampler]
 
     @property
+    def mesh_shape(self) -> dict:
+        """``{axis: size}`` of the mesh the run is laid over (``{}``: one device)."""
+        return llc_mesh.mesh_shape(self.config.mesh)
+
+    @property
     def num_devices(self) -> int:
         """How many devices the chains are sharded over (1: no sharding)."""
         mesh = self.config.mesh
@@ -144,7 +150,8 @@ def make_plan(
         sampler=s.sampler if can.step_size else "sgld",
         acceptance_every_draws=_acceptance_every_draws(s, can),
         blowup_per_param=BLOWUP_PER_PARAM,
-        mesh=loop.chain_mesh(s.num_chains, s.num_devices),
+        mesh=s.mesh if s.mesh is not None else llc_mesh.chain_mesh(s.num_chains, s.num_devices),
+        param_specs=llc_mesh.check_param_specs(s.param_specs, params, s.mesh),
         record_scale=can.step_bias,
         per_sample_loss_fn=s.per_sample_loss_fn,
     )

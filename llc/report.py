@@ -149,6 +149,7 @@ def assemble(
         num_devices=plan.num_devices,
         burnin=_burnin_name(plan),
         observables=_observables(plan, out, nbeta, diverged),
+        mesh_shape=plan.mesh_shape,
     )
 
 

@@ -116,6 +116,8 @@ class LLCResult(NamedTuple):
             or ``"follow"`` (``step_size="auto"``: the step followed the chains).
         observables: name -> :class:`Observable`, for each data set passed as
             ``observables`` or ``per_sample_observables`` (None without).
+        mesh_shape: ``{axis: size}`` of the device mesh the run was laid over, e.g.
+            ``{"chains": 2, "model": 2}`` (``{}``: one device, no mesh).
     """
 
     llc_mean: float
@@ -159,6 +161,7 @@ class LLCResult(NamedTuple):
     num_devices: int = 1
     burnin: str = "fixed"
     observables: dict | None = None
+    mesh_shape: dict | None = None
 
     @property
     def llc_stderr(self) -> float:

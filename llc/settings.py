@@ -16,6 +16,7 @@ from typing import Any
 import jax
 
 from llc import _validation as check
+from llc import mesh as llc_mesh
 from llc import samplers
 
 __all__ = ["REQUIRED", "Settings", "default_nbeta"]
@@ -77,6 +78,8 @@ class Settings:
     per_sample_observables: dict | None = None
     per_sample_loss_fn: Any = None
     max_per_sample_bytes: int = 2**30
+    mesh: Any = None
+    param_specs: Any = None
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -189,7 +192,15 @@ class Settings:
             "max_per_sample_bytes", self.max_per_sample_bytes, minimum=1
         )
         changes["control_variate"] = bool(self.control_variate)
-        changes["num_devices"] = _devices(self.num_devices, chains)
+        if self.mesh is None:
+            changes["num_devices"] = _devices(self.num_devices, chains)
+        else:
+            llc_mesh.check_mesh(
+                self.mesh,
+                num_chains=chains,
+                batch_size=self.batch_size,
+                num_devices=self.num_devices,
+            )
         return dataclasses.replace(self, **changes)
 
     @property
