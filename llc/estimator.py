@@ -124,10 +124,10 @@ def estimate_llc(
             of their step (two extra gradient evaluations each; default 50, 0 turns
             them off). Langevin samplers only.
         num_devices: shard the chains over this many local devices (a mesh with one
-            "chains" axis; the data is replicated). Default: as many devices as are
-            present and divide ``num_chains`` (1 on a single device: no sharding). The
-            chains do not interact, so the result equals the single-device one for the
-            same key.
+            "chains" axis; the data is replicated; for more, see ``mesh``). Default: as
+            many devices as are present and divide ``num_chains`` (1 on a single device:
+            no sharding). The chains do not interact, so the result equals the
+            single-device one for the same key.
         chunk_draws: run the draws this many at a time, each chunk one compiled call
             driven from Python (the chains are the same as in one call): for very long
             runs, it stops early once every chain has diverged, and Ctrl-C after the
@@ -156,6 +156,15 @@ def estimate_llc(
         per_sample_loss_fn: ``(params, batch) -> losses`` with one entry (or one array,
             e.g. per token) per row; default: ``loss_fn`` on single-row batches.
         max_per_sample_bytes: the memory the per-sample observables may take.
+        mesh: a ``jax.sharding.Mesh`` whose axes are named from ``"chains"``, ``"data"``
+            and ``"model"`` (any subset, any sizes; see :mod:`llc.mesh`): the chains split
+            over ``"chains"``, each minibatch over ``"data"`` (data-parallel gradients),
+            the parameters and the chains' states over ``"model"`` by ``param_specs``.
+            The numbers are those of one device up to the order of float32 reductions.
+            ``num_devices`` is the short form of a chains-only mesh; pass one or the other.
+        param_specs: a pytree of ``jax.sharding.PartitionSpec`` matching ``params``
+            that splits leaves over ``"model"`` (default: replicated;
+            :func:`llc.mesh.default_param_specs` shards every large matrix).
 
     Returns:
         An :class:`LLCResult`.
