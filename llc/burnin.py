@@ -13,7 +13,7 @@ chains are those of one uninterrupted run), and judge the chains between segment
 import jax
 import numpy as np
 
-from llc import loop, samplers
+from llc import loop, mesh, samplers
 from llc import trace_stats as stats
 from llc.plan import Plan
 from llc.step_bias import chain_bias
@@ -93,7 +93,7 @@ def segment(plan: Plan, hyper, resume, chunk, done: int, size: int):
     out = run_chunk(plan, hyper, resume, chunk._replace(num_burnin_steps=size))
     states, first_bad = out.final_carry
     resume = (states, first_bad, jax.numpy.int32(done + size), jax.numpy.int32(0))
-    return resume, np.asarray(out.burnin_delta), np.asarray(first_bad) < 0
+    return resume, mesh.to_host(out.burnin_delta), mesh.to_host(first_bad) < 0
 
 
 def follow_limits(num_burnin_steps: int) -> tuple[int, int]:

@@ -55,7 +55,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from llc import loop, samplers
+from llc import loop, mesh, samplers
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
 from llc.plan import Plan, make_plan
 from llc.report import assemble
@@ -288,7 +288,7 @@ def _evaluate_grid(plan, config, model, gammas, step_sizes, thresholds) -> dict:
         loss_fn=plan.loss_fn,
         config=config,
     )
-    out = jax.tree.map(np.asarray, out)
+    out = mesh.to_host(out)
     shape = (len(gammas), len(step_sizes))
     results = [[None] * shape[1] for _ in range(shape[0])]
     bias = np.zeros(shape)

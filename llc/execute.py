@@ -3,7 +3,7 @@
 import jax
 import numpy as np
 
-from llc import _progress, burnin, loop, nuts
+from llc import _progress, burnin, loop, mesh, nuts
 from llc.burnin import FOLLOW_SEGMENTS
 from llc.plan import AutoBurnin, FollowBurnin, Plan
 
@@ -60,7 +60,7 @@ def execute(plan: Plan) -> loop.RunOutput:
                 hyper, history, *done = burnin.follow(plan, hyper, config)
                 return execute_chunks(plan, hyper, *done)._replace(step_sizes=history)
             return execute_chunks(plan, hyper, config)
-        return jax.tree.map(np.asarray, out)
+        return mesh.to_host(out)
     finally:
         if run_id:
             _progress.close_bar(run_id)
@@ -92,7 +92,7 @@ def execute_chunks(plan: Plan, hyper, config, resume=None, burnin_trace=None) ->
             done += size
             next_step = config.num_burnin_steps + config.num_steps_bw_draws * done
             resume = (states, first_bad, jax.numpy.int32(next_step), jax.numpy.int32(done))
-            parts.append(jax.tree.map(np.asarray, out._replace(final_carry=())))
+            parts.append(mesh.to_host(out._replace(final_carry=())))
             if np.all(parts[-1].first_nonfinite_step >= 0):
                 break  # every chain diverged: nothing left to sample
     except KeyboardInterrupt:

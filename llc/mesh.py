@@ -19,12 +19,14 @@ import math
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from llc._types import ArrayTree
 
 __all__ = [
     "AXES",
+    "to_host",
     "chain_mesh",
     "check_mesh",
     "check_param_specs",
@@ -172,3 +174,18 @@ def shard_params(mesh, tree, specs: tuple | None, *, leading_chain: bool):
             jax.lax.with_sharding_constraint(leaf, NamedSharding(mesh, PartitionSpec(*full)))
         )
     return jax.tree.unflatten(treedef, out)
+
+
+def to_host(tree):
+    """Every leaf as a host NumPy array, also when it spans other processes' devices.
+
+    On several hosts (``jax.distributed``) a global array is gathered from every process
+    (each process gets the whole array); elsewhere this is ``np.asarray``.
+    """
+
+    def one(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return np.asarray(x)
+
+    return jax.tree.map(one, tree)

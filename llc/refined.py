@@ -14,9 +14,8 @@ from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from llc import loop, samplers
+from llc import loop, mesh, samplers
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
 from llc.estimator import estimate_llc
 from llc.plan import check_mask, make_plan
@@ -113,7 +112,7 @@ def estimate_refined_llc(
         config=plan.config,
         stacked_masks=True,
     )
-    out = jax.tree.map(np.asarray, out)
+    out = mesh.to_host(out)
     results = {}
     for k, (name, (mask, count)) in enumerate(checked.items()):
         one = jax.tree.map(lambda x, k=k: x[k], out)

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from llc import loop, samplers
+from llc import loop, mesh, samplers
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
 from llc.plan import make_plan
 from llc.report import assemble
@@ -152,7 +152,7 @@ def estimate_llc_multitemp(
         loss_fn=plan.loss_fn,
         config=plan.config,
     )
-    out = jax.tree.map(np.asarray, out)
+    out = mesh.to_host(out)
     results = [
         assemble(plan, jax.tree.map(lambda x, k=k: x[k], out), t0, nbeta=float(nb), warn=False)
         for k, nb in enumerate(nbetas)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from llc import _validation as check
-from llc import loop, samplers
+from llc import loop, mesh, samplers
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
 from llc.plan import make_plan
 from llc.report import assemble
@@ -147,7 +147,7 @@ def estimate_llc_trajectory(
     out = loop.run_checkpoints(
         keys, checkpoints, plan.data, stacked, plan.mask, loss_fn=plan.loss_fn, config=plan.config
     )
-    out = jax.tree.map(np.asarray, out)
+    out = mesh.to_host(out)
     results = []
     for t in range(num_checkpoints):
         one = jax.tree.map(lambda x, t=t: x[t], out)

@@ -101,3 +101,74 @@ def test_default_param_specs_shard_only_large_matrices():
     mesh = _mesh("model")
     specs = llc.mesh.default_param_specs({"w": np.zeros((300, 400)), "b": np.zeros(400)}, mesh)
     assert specs == {"w": PartitionSpec(None, "model"), "b": PartitionSpec()}
+
+
+WORKER = textwrap.dedent(
+    """
+    import sys
+    import jax
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    pid, port = int(sys.argv[1]), sys.argv[2]
+    jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=pid)
+    import numpy as np
+    from jax.sharding import Mesh
+    import llc
+    from llc import ground_truth as gt
+
+    assert jax.process_count() == 2 and jax.device_count() == 4
+    p = gt.make_dln_problem([4, 5, 3], seed=0, num_data=2000)
+    mesh = Mesh(np.array(jax.devices()).reshape(2, 2), ("chains", "data"))
+    r = llc.estimate_llc(jax.random.key(0), p.loss_fn, p.params, p.data, mesh=mesh,
+                         step_size=1e-5, batch_size=100, num_chains=4, num_draws=100,
+                         num_burnin_steps=20, progress_bar=False)
+    np.save(sys.argv[3], r.loss_trace)
+    """
+)
+
+
+@pytest.mark.slow
+def test_two_processes_on_a_global_mesh_equal_one_process(tmp_path):
+    # Each process is a "host" with 2 CPU devices; the global mesh spans both, and every
+    # process gets the whole result (the same as a single-process run with the same key).
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "JAX_PLATFORMS": "cpu",
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(i), str(port), str(tmp_path / f"trace{i}.npy")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+    p = gt.make_dln_problem([4, 5, 3], seed=0, num_data=2000)
+    single = llc.estimate_llc(
+        jax.random.key(0),
+        p.loss_fn,
+        p.params,
+        p.data,
+        num_devices=1,
+        step_size=1e-5,
+        batch_size=100,
+        num_chains=4,
+        num_draws=100,
+        num_burnin_steps=20,
+    )
+    for i in range(2):
+        np.testing.assert_allclose(
+            np.load(tmp_path / f"trace{i}.npy"), single.loss_trace, rtol=2e-5
+        )
