@@ -1,5 +1,13 @@
-"""Helpers shared by the benchmark scripts: timing and writing results."""
+"""Helpers shared by the benchmark scripts: the command line, timing and writing results.
 
+Every script takes ``--quick`` (a run of seconds that exercises the whole code path: tiny
+problems, few chains and draws, one seed) and ``--out DIR`` (where its JSON and PNG
+results go). The default output folder is ``results/<script>/``, where the committed full
+results live; with ``--quick`` it is ``results/<script>/quick/`` (git-ignored), so a quick
+run never overwrites them. :func:`parse_args` adds both options.
+"""
+
+import argparse
 import itertools
 import json
 import os
@@ -14,8 +22,49 @@ import numpy as np
 
 import llc
 from llc import ground_truth
+from llc.plan import Plan, make_plan
+from llc.settings import Settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parse_args(
+    parser: argparse.ArgumentParser, script: str, quick: str
+) -> tuple[argparse.Namespace, Path]:
+    """Add ``--quick`` and ``--out`` to ``parser``, parse the command line, make the folder.
+
+    Args:
+        parser: the script's parser, with its own options.
+        script: the script's name (``"speed"`` for ``speed.py``): the default folder is
+            ``results/<script>/``, or ``results/<script>/quick/`` with ``--quick``.
+        quick: what ``--quick`` runs (its help text).
+
+    Returns:
+        ``(args, out)``: the parsed arguments and the output folder (created; also
+        ``args.out``).
+    """
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a run of seconds that exercises the whole code path: {quick}",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"folder for the results (default: {RESULTS.name}/{script}/, or "
+        f"{RESULTS.name}/{script}/quick/ with --quick)",
+    )
+    args = parser.parse_args()
+    if args.out is None:
+        args.out = RESULTS / script / "quick" if args.quick else RESULTS / script
+    args.out.mkdir(parents=True, exist_ok=True)
+    return args, args.out
+
+
+def plan_for(rng_key, loss_fn, params, data, **settings) -> Plan:
+    """The :class:`llc.plan.Plan` that ``llc.estimate_llc`` would run with ``settings``."""
+    return make_plan(rng_key, loss_fn, params, data, Settings.build("estimate_llc", **settings))
 
 
 def machine() -> dict:
@@ -78,21 +127,21 @@ def problem_row(bucket: str, seed: int, point: str, problem: ground_truth.Proble
     }
 
 
-def write(name: str, payload: dict) -> Path:
-    """Write ``payload`` (plus the machine description) to ``results/<name>.json``."""
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def write(out: Path, name: str, payload: dict) -> Path:
+    """Write ``payload`` (plus the machine description) to ``<out>/<name>.json``."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
     return path
 
 
-def previous_runs(name: str, settings: dict) -> dict:
-    """What an interrupted sweep wrote to ``results/<name>.json``, for ``--resume``.
+def previous_runs(out: Path, name: str, settings: dict) -> dict:
+    """What an interrupted sweep wrote to ``<out>/<name>.json``, for ``--resume``.
 
     Returns that payload, or ``{}`` when there is no such file. Exits with a message when
     the file was written with other ``settings``: a resumed sweep must not mix set-ups.
     """
-    path = RESULTS / f"{name}.json"
+    path = out / f"{name}.json"
     if not path.exists():
         return {}
     previous = json.loads(path.read_text())

@@ -32,14 +32,15 @@ the minimal point.
 ``--step-halving`` reruns each problem at half the step for twice the steps (the same
 Langevin time) and reports the step-size bias that the difference measures.
 
-Outputs: a table on stdout, ``results/accuracy.json``, ``results/accuracy_scatter.png``
-(lambda_hat vs lambda, log-log, with the diagonal) and ``results/accuracy_relerr.png``
-(histogram of relative errors). The JSON is rewritten after every run with
-``"complete": false`` until the sweep ends; ``--resume`` keeps the runs of an interrupted
-sweep (with the same settings) and runs the rest.
+Outputs: a table on stdout, ``results/accuracy/accuracy.json``,
+``results/accuracy/accuracy_scatter.png`` (lambda_hat vs lambda, log-log, with the
+diagonal) and ``results/accuracy/accuracy_relerr.png`` (histogram of relative errors); the
+stem is ``--name`` (default from the options), the folder ``--out``. The JSON is rewritten
+after every run with ``"complete": false`` until the sweep ends; ``--resume`` keeps the runs
+of an interrupted sweep (with the same settings) and runs the rest.
 
 Usage:
-    python benchmarks/accuracy.py --quick           # 1K and 10K, 3 seeds each: minutes
+    python benchmarks/accuracy.py --quick           # ~1K seed 7, 2 chains, 400 steps
     python benchmarks/accuracy.py --seeds 8         # 1K, 10K, 100K
     python benchmarks/accuracy.py --include-1m      # adds the ~1M bucket (hours on CPU)
     python benchmarks/accuracy.py --point minimal --buckets 1K 10K   # exact targets
@@ -50,7 +51,7 @@ import argparse
 
 import jax
 import numpy as np
-from _common import RESULTS, estimate_on, previous_runs, problem_row, write
+from _common import estimate_on, parse_args, previous_runs, problem_row, write
 
 from llc import ground_truth
 
@@ -62,6 +63,7 @@ PUBLISHED = {
 }
 BUCKET_ORDER = list(ground_truth.DLN_BUCKETS)
 AUTO_BURNIN_CAP = 64  # --burnin auto: at most this many draw spans of burn-in (CPU budget)
+QUICK_STEPS = {"num_burnin_steps": 300, "num_draws": 100}  # --quick: the code path only
 
 
 def recipe_for(bucket: str, args: argparse.Namespace) -> dict:
@@ -69,6 +71,8 @@ def recipe_for(bucket: str, args: argparse.Namespace) -> dict:
     recipe = ground_truth.dln_recipe(bucket)
     recipe["num_draws"] *= args.steps_factor
     recipe["num_burnin_steps"] *= args.steps_factor
+    if getattr(args, "quick", False):  # exercises the code path, measures nothing
+        recipe.update(QUICK_STEPS)
     if args.burnin == "auto":  # until the chains stop rising (estimate_llc's doubling test)
         recipe["num_burnin_steps"] = "auto"
         recipe["max_burnin_steps"] = AUTO_BURNIN_CAP * recipe["num_draws"]
@@ -188,7 +192,7 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
-def plot(rows: list[dict], stem: str) -> None:
+def plot(rows: list[dict], out, stem: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -226,7 +230,7 @@ def plot(rows: list[dict], stem: str) -> None:
     )
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(RESULTS / f"{stem}_scatter.png", dpi=120)
+    fig.savefig(out / f"{stem}_scatter.png", dpi=120)
     fig, ax = plt.subplots(figsize=(5.5, 4))
     ax.hist(
         [[r["relative_error"] for r in done if r["bucket"] == b] for b in buckets],
@@ -240,7 +244,7 @@ def plot(rows: list[dict], stem: str) -> None:
     ax.set(xlabel="relative error (λ − λ̂)/λ  (positive: underestimate)", ylabel="runs")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(RESULTS / f"{stem}_relerr.png", dpi=120)
+    fig.savefig(out / f"{stem}_relerr.png", dpi=120)
     plt.close("all")
 
 
@@ -287,7 +291,6 @@ def main() -> None:
         help="run exactly these seeds instead of 0..N-1",
     )
     parser.add_argument("--chains", type=int, default=4)
-    parser.add_argument("--quick", action="store_true", help="1K and 10K, 3 seeds each")
     parser.add_argument("--include-1m", action="store_true", help="add the ~1M bucket")
     parser.add_argument(
         "--max-params",
@@ -331,9 +334,13 @@ def main() -> None:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="keep the runs already in results/<name>.json (same settings), run the rest",
+        help="keep the runs already in <out>/<name>.json (same settings), run the rest",
     )
-    args = parser.parse_args()
+    args, out = parse_args(
+        parser,
+        "accuracy",
+        quick="~1K seed 7 (d = 594), 2 chains, 300 burn-in steps and 100 draws",
+    )
     if args.sampler == "rmsprop_sgld" and args.burnin == "auto":
         parser.error(
             "--sampler rmsprop_sgld freezes its preconditioner at the end of a known burn-in; "
@@ -353,7 +360,7 @@ def main() -> None:
             args.name += "_halving"
     buckets, seeds = list(args.buckets), args.seeds
     if args.quick:
-        buckets, seeds = ["1K", "10K"], 3
+        buckets, seeds, args.seed_list, args.chains = ["1K"], 1, [7], 2
     if args.include_1m and "1M" not in buckets:
         buckets.append("1M")
 
@@ -366,7 +373,9 @@ def main() -> None:
         "step_size": args.step_size,
         "step_halving": args.step_halving,
     }
-    rows = previous_runs(args.name, settings).get("runs", []) if args.resume else []
+    if args.quick:  # a quick run's file must not pass for (or resume) a measured one
+        settings["quick"] = True
+    rows = previous_runs(out, args.name, settings).get("runs", []) if args.resume else []
     rows = [r for r in rows if "skipped" not in r]  # rerun: --max-params may have changed
     done = {(r["bucket"], r["seed"]) for r in rows}
     print(
@@ -386,7 +395,7 @@ def main() -> None:
                 print_half_step(rows[-1])
             # written after every run, so that an interrupted sweep keeps what it measured
             partial = {"summary": summarise(rows), "runs": rows, "published": PUBLISHED}
-            write(args.name, {**partial, **settings, "complete": False})
+            write(out, args.name, {**partial, **settings, "complete": False})
     summary = summarise(rows)
     print("\n* the LLC at this teacher provably exceeds Aoyagi's lambda (bound > lambda)")
     for b, s in summary.items():
@@ -417,11 +426,12 @@ def main() -> None:
         f"+{PUBLISHED['median_relative_error']}, a quarter beyond +0.37 (from their figure)"
     )
     path = write(
+        out,
         args.name,
         {"summary": summary, "runs": rows, "published": PUBLISHED, **settings, "complete": True},
     )
     if any("relative_error" in r for r in rows):
-        plot(rows, args.name)
+        plot(rows, out, args.name)
     print(f"written to {path}")
 
 

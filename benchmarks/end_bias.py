@@ -10,14 +10,15 @@ per-coordinate step, and evaluates the same prediction there: the absolute bias
 ``s . (nbeta diag(H) + nbeta^2 c) / 8`` per chain, relative to that chain's estimate,
 and the largest ``s_i nbeta H_ii`` (the rule's stiffness without the localizer).
 
-It computes the prediction with ``llc.calibration.predicted_bias_at``, the function the
+It computes the prediction with ``llc.step_bias.predicted_bias_at``, the function the
 rule itself uses, so the two cannot drift apart.
 
 Usage (from ``benchmarks/``)::
 
     python end_bias.py --bucket 1K --seed 302 --steps-factor 1 16
+    python end_bias.py --quick      # ~1K seed 7, 2 chains, 400 steps
 
-Outputs: a table on stdout and ``results/end_bias_<bucket>_seed<seed>.json``.
+Outputs: a table on stdout and ``results/end_bias/end_bias_<bucket>_seed<seed>.json``.
 """
 
 import argparse
@@ -26,11 +27,14 @@ import warnings
 
 import jax
 import numpy as np
-from _common import write
+from _common import parse_args, plan_for, write
 from accuracy import recipe_for
 
-from llc import estimator, ground_truth
-from llc.calibration import calibrate_plan, predicted_bias_at
+from llc import ground_truth
+from llc.calibration import calibrate_plan
+from llc.execute import execute
+from llc.report import assemble
+from llc.step_bias import predicted_bias_at
 
 
 def _chosen(calibration, name: str) -> float:
@@ -41,27 +45,34 @@ def _chosen(calibration, name: str) -> float:
     return float(getattr(calibration, name)[g, s])
 
 
-def run(bucket: str, seed: int, factor: int, chains: int) -> dict:
+def run(bucket: str, seed: int, factor: int, chains: int, quick: bool = False) -> dict:
     args = argparse.Namespace(
-        steps_factor=factor, burnin="recipe", step_size="auto", sampler="rmsprop_sgld"
+        steps_factor=factor,
+        burnin="recipe",
+        step_size="auto",
+        sampler="rmsprop_sgld",
+        quick=quick,
     )
     problem = ground_truth.make_dln_bucket_problem(bucket, seed, point="minimal")
+    recipe = recipe_for(bucket, args)
     start = time.perf_counter()
-    plan = estimator.make_plan(
-        jax.random.key(seed),
-        problem.loss_fn,
-        problem.params,
-        problem.data,
-        num_chains=chains,
-        **recipe_for(bucket, args),
-    )
+
+    def plan_at(step_size):  # the plan estimate_llc makes (a fixed burn-in: no follow)
+        return plan_for(
+            jax.random.key(seed),
+            problem.loss_fn,
+            problem.params,
+            problem.data,
+            num_chains=chains,
+            **{**recipe, "step_size": step_size},
+        )
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        calibration = calibrate_plan(plan, short=True)
-        plan = plan._replace(step_size=calibration.recommended["step_size"])
-        plan = plan._replace(config=plan.config._replace(record_scale=True))
-        out = estimator.execute(plan)
-        result = estimator.assemble(plan, out, start, calibration=calibration, warn=False)
+        calibration = calibrate_plan(plan_at("auto"), short=True)
+        plan = plan_at(calibration.recommended["step_size"])  # records each chain's steps
+        out = execute(plan)
+        result = assemble(plan, out, start, calibration=calibration, warn=False)
     rows = min(plan.eval_rows, plan.num_data)
     head = jax.tree.map(lambda x: x[:rows], plan.data)
     keys = jax.random.split(jax.random.fold_in(plan.rng_key, 13), 2)
@@ -91,17 +102,25 @@ def run(bucket: str, seed: int, factor: int, chains: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bucket", default="1K", choices=sorted(ground_truth.DLN_BUCKETS))
-    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--seed", type=int, default=None, help="required without --quick")
     parser.add_argument("--steps-factor", type=int, nargs="+", default=[1])
     parser.add_argument("--chains", type=int, default=4)
-    args = parser.parse_args()
+    args, out = parse_args(
+        parser,
+        "end_bias",
+        quick="~1K seed 7 (d = 594), factor 1, 2 chains, 300 burn-in steps and 100 draws",
+    )
+    if args.quick:
+        args.bucket, args.seed, args.steps_factor, args.chains = "1K", 7, [1], 2
+    elif args.seed is None:
+        parser.error("--seed is required (or --quick)")
     print(
         f"{'factor':>6} {'lambda':>7} {'lambda_hat':>10} {'bias at calibration':>19} "
         f"{'bias at the end (per chain)':>30} {'stiffness':>9} {'distance':>8}"
     )
     rows = []
     for factor in args.steps_factor:
-        r = run(args.bucket, args.seed, factor, args.chains)
+        r = run(args.bucket, args.seed, factor, args.chains, args.quick)
         rows.append(r)
         ends = " ".join(f"{b:.1%}" for b in r["end_predicted_bias"])
         print(
@@ -110,7 +129,8 @@ def main() -> None:
             f"{max(r['end_stiffness']):>9.2f} {np.mean(r['end_distance']):>8.1f}",
             flush=True,
         )
-    path = write(f"end_bias_{args.bucket}_seed{args.seed}", {"runs": rows})
+    payload = {"runs": rows, "quick": True} if args.quick else {"runs": rows}
+    path = write(out, f"end_bias_{args.bucket}_seed{args.seed}", payload)
     print(f"written to {path}")
 
 

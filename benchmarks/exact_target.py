@@ -22,8 +22,9 @@ and then it is not a target.
 Usage (from ``benchmarks/``)::
 
     python exact_target.py --bucket 1K --seeds 302 --point minimal
+    python exact_target.py --quick      # ~1K seed 7 (d = 594), 2 chains, 20 warmup steps, 20 draws
 
-Outputs: a table on stdout and ``results/<name>.json`` (default
+Outputs: a table on stdout and ``results/exact_target/<name>.json`` (default
 ``exact_target_<point>_<bucket>``).
 """
 
@@ -35,7 +36,7 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import problem_row, write
+from _common import parse_args, problem_row, write
 
 import llc
 from llc import ground_truth
@@ -141,13 +142,19 @@ def run_one(bucket: str, seed: int, args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bucket", default="1K", choices=sorted(ground_truth.DLN_BUCKETS))
-    parser.add_argument("--seeds", type=int, nargs="+", required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", help="required without --quick")
     parser.add_argument("--point", choices=["teacher", "minimal"], default="minimal")
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=1000, help="NUTS adaptation steps")
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--name", default=None, help="stem of the output file")
-    args = parser.parse_args()
+    args, out = parse_args(
+        parser, "exact_target", quick="~1K seed 7 (d = 594), 2 chains, 20 warmup steps and 20 draws"
+    )
+    if args.quick:
+        args.bucket, args.seeds, args.chains, args.warmup, args.draws = "1K", [7], 2, 20, 20
+    elif not args.seeds:
+        parser.error("--seeds is required (or --quick)")
     name = args.name or f"exact_target_{args.point}_{args.bucket}"
     print(
         f"{'seed':>5} {'d':>6} {'lambda':>8} {'NUTS lambda_hat':>18} {'gap':>7} "
@@ -166,6 +173,7 @@ def main() -> None:
             flush=True,
         )
     path = write(
+        out,
         name,
         {
             "runs": rows,
@@ -174,6 +182,7 @@ def main() -> None:
             "chains": args.chains,
             "warmup": args.warmup,
             "draws": args.draws,
+            **({"quick": True} if args.quick else {}),
         },
     )
     print(f"written to {path}")

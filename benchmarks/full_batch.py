@@ -27,8 +27,9 @@ Usage (from ``benchmarks/``)::
     python full_batch.py --seeds 302 --step-size 5e-7 --steps-factor 4
     python full_batch.py --seeds 302 --sampler rmsprop_sgld --step-size 9.946e-9 --nuts-from-ends
     python full_batch.py --seeds 302 --sampler rmsprop_sgld --step-size 1e-8 --continue-at 1 .5 .25
+    python full_batch.py --quick   # ~1K seed 7, 2 chains, 400 steps at 5e-7, every option
 
-Outputs: a table on stdout and ``results/<name>.json`` (default ``full_batch``).
+Outputs: a table on stdout and ``results/full_batch/<name>.json`` (default ``full_batch``).
 """
 
 import argparse
@@ -38,10 +39,15 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import problem_row, write
+from _common import parse_args, plan_for, problem_row, write
+from accuracy import QUICK_STEPS
 from exact_target import checked_moment_form
 
-from llc import _loop, estimate_llc, estimator, ground_truth, nuts
+from llc import estimate_llc, ground_truth, loop, nuts
+from llc.burnin import segment
+from llc.execute import execute, execute_chunks
+
+QUICK_STEP = 5e-7  # --quick: a fixed step, so that every option runs
 
 
 def nuts_from(problem, loss_fn, nbeta, localization, starts, warmup: int, draws: int, seed: int):
@@ -72,16 +78,10 @@ def nuts_from(problem, loss_fn, nbeta, localization, starts, warmup: int, draws:
 
 
 def fixed_step_plan(problem, loss_fn, settings: dict, step: float, seed: int):
-    """The run's :class:`llc.estimator.Plan` at a fixed step, recording the end points."""
-    plan = estimator.make_plan(
-        jax.random.key(seed),
-        loss_fn,
-        problem.params,
-        problem.data,
-        step_size=step,
-        **settings,
+    """The run's :class:`llc.plan.Plan` at a fixed step (it records the end points)."""
+    return plan_for(
+        jax.random.key(seed), loss_fn, problem.params, problem.data, step_size=step, **settings
     )
-    return plan._replace(config=plan.config._replace(record_scale=True))
 
 
 def continued(problem, loss_fn, settings: dict, step: float, factors, seed: int) -> dict:
@@ -104,19 +104,20 @@ def continued(problem, loss_fn, settings: dict, step: float, factors, seed: int)
     burnin = settings["num_burnin_steps"]
     base = plan_with(settings["num_draws"])
     dtype = jnp.result_type(*jax.tree.leaves(base.params))
-    hyper = _loop.make_hyper(
-        step, base.nbeta, base.localization, base.init_loss, dtype, 0, base.options
-    )
-    start, first, _ = estimator._burnin_segment(base, hyper, None, burnin_chunk(base), 0, burnin)
+
+    def hyper_at(step_size):
+        return loop.make_hyper(
+            step_size, base.nbeta, base.localization, base.init_loss, dtype, 0, base.options
+        )
+
+    start, first, _ = segment(base, hyper_at(step), None, burnin_chunk(base), 0, burnin)
     rows = []
     for factor in factors:
         plan = plan_with(round(settings["num_draws"] / factor))
         more = round(2 * settings["num_draws"] / factor)
-        slower = hyper._replace(step_size=hyper.step_size * factor)
-        resume, second, _ = estimator._burnin_segment(
-            plan, slower, start, burnin_chunk(plan), burnin, more
-        )
-        out = estimator._execute_chunks(
+        slower = hyper_at(step * factor)
+        resume, second, _ = segment(plan, slower, start, burnin_chunk(plan), burnin, more)
+        out = execute_chunks(
             plan,
             slower,
             plan.config._replace(num_burnin_steps=burnin + more),
@@ -141,6 +142,8 @@ def run_one(seed: int, args: argparse.Namespace) -> dict:
     problem = ground_truth.make_dln_bucket_problem(args.bucket, seed, point=args.point)
     loss_fn, _ = checked_moment_form(problem, seed)
     recipe = ground_truth.dln_recipe(args.bucket)
+    if args.quick:  # exercises the code path, measures nothing
+        recipe.update(QUICK_STEPS)
     burnin = recipe["num_burnin_steps"] * args.steps_factor
     options = {"adapt_steps": burnin} if args.sampler == "rmsprop_sgld" else None
     step = args.step_size if args.step_size == "auto" else float(args.step_size)
@@ -182,7 +185,7 @@ def run_one(seed: int, args: argparse.Namespace) -> dict:
     }
     if args.nuts_from_ends:  # the same chains again (a fixed step), for their end points
         plan = fixed_step_plan(problem, loss_fn, settings, step, seed)
-        out = estimator.execute(plan)
+        out = execute(plan)
         row.update(
             nuts_from(
                 problem,
@@ -203,7 +206,7 @@ def run_one(seed: int, args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bucket", default="1K", choices=sorted(ground_truth.DLN_BUCKETS))
-    parser.add_argument("--seeds", type=int, nargs="+", required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", help="required without --quick")
     parser.add_argument("--point", choices=["teacher", "minimal"], default="minimal")
     parser.add_argument("--sampler", choices=["sgld", "rmsprop_sgld"], default="sgld")
     parser.add_argument("--step-size", default="auto", help="a number, or 'auto'")
@@ -220,7 +223,20 @@ def main() -> None:
         help="step factors F: continue the burnt-in chains at F times the step",
     )
     parser.add_argument("--name", default="full_batch")
-    args = parser.parse_args()
+    args, out = parse_args(
+        parser,
+        "full_batch",
+        quick=f"~1K seed 7 (d = 594), 2 chains, {sum(QUICK_STEPS.values())} steps at step "
+        f"{QUICK_STEP:g} (unless --step-size is a number), --nuts-from-ends with 20 warmup "
+        "steps and 20 draws, --continue-at 1 0.5",
+    )
+    if args.quick:
+        args.seeds, args.chains, args.steps_factor = [7], 2, 1
+        args.step_size = str(QUICK_STEP) if args.step_size == "auto" else args.step_size
+        args.nuts_from_ends, args.warmup, args.draws = True, 20, 20
+        args.continue_at = args.continue_at or [1.0, 0.5]
+    elif not args.seeds:
+        parser.error("--seeds is required (or --quick)")
     for flag, given in (
         ("--nuts-from-ends", args.nuts_from_ends),
         ("--continue-at", args.continue_at),
@@ -242,7 +258,7 @@ def main() -> None:
             f"{np.nanmean(r['predicted_step_bias']):>8.1%}  {r['flags']}{extra}",
             flush=True,
         )
-    path = write(args.name, {"args": vars(args), "runs": rows})
+    path = write(out, args.name, {"args": {**vars(args), "out": str(out)}, "runs": rows})
     print(f"written to {path}")
 
 

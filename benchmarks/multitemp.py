@@ -13,16 +13,19 @@ first. Part 2 samples: ``estimate_llc_multitemp`` on the same potential at n = 1
 the exact multi-temperature value of part 1, and on a small deep linear network at a
 Morse-Bott teacher against its exact local LLC.
 
-Outputs: a table and ``results/multitemp.json``. Usage: ``python benchmarks/multitemp.py``.
+Outputs: a table and ``results/multitemp/multitemp.json``. Usage:
+``python benchmarks/multitemp.py``; ``--quick``: part 1 at n = 1e3 and 1e4 only, part 2 with
+2 chains and a few hundred steps.
 """
 
+import argparse
 import math
 import time
 import warnings
 
 import jax
 import numpy as np
-from _common import write
+from _common import parse_args, write
 
 import llc
 from llc import ground_truth
@@ -48,11 +51,11 @@ def exact_multitemp(k1: int, n: int) -> tuple[float, float, np.ndarray]:
     return exact_single(k1, n / math.log(n)), slope, per
 
 
-def part1() -> list[dict]:
+def part1(quick: bool = False) -> list[dict]:
     assert abs(exact_single(1, 1e4 / math.log(1e4)) - 0.3912) < 1e-4  # the reference value
     rows = []
     for k1, lam in ((1, 0.5), (2, 0.25)):
-        for n in (10**3, 10**4, 10**5, 10**6):
+        for n in (10**3, 10**4) if quick else (10**3, 10**4, 10**5, 10**6):
             single, multi, per = exact_multitemp(k1, n)
             rows.append(
                 {
@@ -69,7 +72,14 @@ def part1() -> list[dict]:
     return rows
 
 
-def part2() -> list[dict]:
+def part2(quick: bool = False) -> list[dict]:
+    """The sampled checks; ``quick``: 2 chains and a few hundred steps (the code path only)."""
+    if quick:
+        crossing = {"num_chains": 2, "num_draws": 200, "num_burnin_steps": 200}
+        dln_run = {"num_chains": 2, "num_draws": 100, "num_burnin_steps": 300}
+    else:
+        crossing = {"num_chains": 16, "num_draws": 10_000, "num_burnin_steps": 20_000}
+        dln_run = {"num_chains": 8, "num_draws": 3000, "num_burnin_steps": 30_000}
     rows = []
     n = 10_000
     problem = ground_truth.make_normal_crossing_problem([1, 1], num_data=n)
@@ -82,10 +92,8 @@ def part2() -> list[dict]:
         problem.data,
         step_size=5e-5,
         localization=GAMMA,
-        num_chains=16,
-        num_draws=10_000,
         num_steps_bw_draws=10,
-        num_burnin_steps=20_000,
+        **crossing,
     )
     rows.append(
         {
@@ -111,9 +119,7 @@ def part2() -> list[dict]:
             step_size=5e-7,
             localization=GAMMA,
             batch_size=500,
-            num_chains=8,
-            num_draws=3000,
-            num_burnin_steps=30_000,
+            **dln_run,
         )
     single = r.results[2]
     rows.append(
@@ -133,7 +139,11 @@ def part2() -> list[dict]:
 
 
 def main() -> None:
-    exact = part1()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    args, out = parse_args(
+        parser, "multitemp", quick="part 1 at n = 1e3 and 1e4, part 2 with 2 chains, 400 steps"
+    )
+    exact = part1(args.quick)
     print("Part 1, exact: finite-n gap (lambda - E[estimate]) / lambda, gamma = 1")
     print(
         f"{'potential':>12} {'lambda':>6} {'n':>8} {'single':>8} {'multi':>8} "
@@ -145,7 +155,7 @@ def main() -> None:
             f"{r['single_temperature']:8.4f} {r['multi_temperature']:8.4f} "
             f"{r['single_gap']:+7.1%} {r['multi_gap']:+7.1%}"
         )
-    sampled = part2()
+    sampled = part2(args.quick)
     print("Part 2, sampled")
     for r in sampled:
         print(
@@ -153,7 +163,8 @@ def main() -> None:
             f"{r['multi_temperature_stderr']:.2g} (exact {r['exact']:.4g}, {r['target']}); "
             f"single temperature {r['single_temperature_at_beta_star']:.4g}; {r['time_s']:.0f}s"
         )
-    path = write("multitemp", {"gamma": GAMMA, "exact": exact, "sampled": sampled})
+    payload = {"gamma": GAMMA, "exact": exact, "sampled": sampled}
+    path = write(out, "multitemp", {**payload, "quick": args.quick} if args.quick else payload)
     print(f"written to {path}")
 
 

@@ -18,9 +18,12 @@ the ratio, and the estimates (with the error against lambda where it is known). 
 timing of both libraries is measured in this run, on this machine.
 
 devinterp and torch are an optional extra (``pip install -e '.[peers]'``); without them the
-script says so and exits. Usage: ``python benchmarks/peers.py``.
+script says so and exits with status 0. Usage: ``python benchmarks/peers.py``; ``--quick``:
+the DLN workload only, 100 steps, one timing repeat. Outputs: a table and
+``results/peers/peers.json``.
 """
 
+import argparse
 import importlib.util
 import math
 import time
@@ -29,11 +32,13 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import best_of, peer_dln_problem, write
+from _common import best_of, parse_args, peer_dln_problem, write
 
 import llc
 
-CHAINS, STEPS, BATCH, GAMMA = 4, 1000, 500, 100.0
+CHAINS, BATCH, GAMMA = 4, 500, 100.0
+STEPS, REPEATS = 1000, 3  # --quick: QUICK_STEPS, one repeat
+QUICK_STEPS = 100
 
 
 def mlp_problem(num_data: int = 10_000, seed: int = 0):
@@ -63,13 +68,13 @@ def mlp_problem(num_data: int = 10_000, seed: int = 0):
     return loss_fn, params, data, sizes
 
 
-def run_ours(loss_fn, params, data, nbeta, lr) -> dict:
+def run_ours(loss_fn, params, data, nbeta, lr, steps: int, repeats: int) -> dict:
     kw = {
         "step_size": lr,
         "localization": GAMMA,
         "nbeta": nbeta,
         "num_chains": CHAINS,
-        "num_draws": STEPS,
+        "num_draws": steps,
         "num_burnin_steps": 0,
         "batch_size": BATCH,
         "progress_bar": False,
@@ -84,7 +89,7 @@ def run_ours(loss_fn, params, data, nbeta, lr) -> dict:
         def again():
             runs.append(llc.estimate_llc(jax.random.key(0), loss_fn, params, data, **kw))
 
-        warm = best_of(again, 3)
+        warm = best_of(again, repeats)
     r = runs[-1]
     return {
         "llc_mean": r.llc_mean,
@@ -92,12 +97,12 @@ def run_ours(loss_fn, params, data, nbeta, lr) -> dict:
         "wall_s": warm,
         "first_call_s": first.wall_time,
         "compile_s": first.wall_time - warm,
-        "chain_steps_per_s": CHAINS * STEPS / warm,
+        "chain_steps_per_s": CHAINS * steps / warm,
         "flags": list(r.flags),
     }
 
 
-def run_devinterp(params, data, nbeta, lr, activation) -> dict:
+def run_devinterp(params, data, nbeta, lr, activation, steps: int, repeats: int) -> dict:
     import torch
     from datasets import Dataset
     from devinterp.slt.llc import llc as devinterp_llc
@@ -140,7 +145,7 @@ def run_devinterp(params, data, nbeta, lr, activation) -> dict:
             n_beta=nbeta,
             loss_fn=per_token_loss,
             num_chains=CHAINS,
-            num_draws=STEPS,
+            num_draws=steps,
             batch_size=BATCH,
             num_burnin_steps=0,
             localization=GAMMA,
@@ -151,7 +156,7 @@ def run_devinterp(params, data, nbeta, lr, activation) -> dict:
     first = once()
     first_s = time.perf_counter() - start
     results = []
-    warm = best_of(lambda: results.append(once()), 2)
+    warm = best_of(lambda: results.append(once()), max(1, repeats - 1))
     out = results[-1]
     per_chain = np.asarray(out["llc_per_chain"])
     return {
@@ -159,19 +164,22 @@ def run_devinterp(params, data, nbeta, lr, activation) -> dict:
         "llc_stderr": float(np.std(per_chain, ddof=1) / np.sqrt(per_chain.size)),
         "wall_s": warm,
         "first_call_s": first_s,
-        "chain_steps_per_s": CHAINS * STEPS / warm,
+        "chain_steps_per_s": CHAINS * steps / warm,
         "first_run_llc": float(first["llc_mean"]),
     }
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    args, out = parse_args(
+        parser, "peers", quick=f"the DLN workload only, {QUICK_STEPS} steps, one timing repeat"
+    )
     missing = [m for m in ("torch", "devinterp", "datasets") if importlib.util.find_spec(m) is None]
     if missing:
-        print(
-            f"skipped: {', '.join(missing)} not installed. The comparison needs the optional "
-            "extra: pip install -e '.[peers]'"
-        )
+        print("skipped: devinterp/torch not installed (pip install -e .[peers])")
+        print(f"  missing: {', '.join(missing)}")
         return
+    steps, repeats = (QUICK_STEPS, 1) if args.quick else (STEPS, REPEATS)
     import devinterp  # noqa: F401  (imported here so its import time is not timed below)
 
     dln = peer_dln_problem()
@@ -190,10 +198,12 @@ def main() -> None:
         ),
         (f"tanh MLP {'-'.join(map(str, sizes))}", mlp_loss, mlp_params, mlp_data, 1e-5, True, None),
     ]
+    if args.quick:
+        workloads = workloads[:1]
     rows = []
     for name, loss_fn, params, data, lr, activation, lam in workloads:
-        ours = run_ours(loss_fn, params, data, nbeta, lr)
-        peer = run_devinterp(params, data, nbeta, lr, activation)
+        ours = run_ours(loss_fn, params, data, nbeta, lr, steps, repeats)
+        peer = run_devinterp(params, data, nbeta, lr, activation, steps, repeats)
         row = {
             "workload": name,
             "d": int(sum(np.size(w) for w in params)),
@@ -204,7 +214,7 @@ def main() -> None:
                 "nbeta": nbeta,
                 "batch": BATCH,
                 "chains": CHAINS,
-                "steps": STEPS,
+                "steps": steps,
             },
             "llc": ours,
             "devinterp": peer,
@@ -220,7 +230,8 @@ def main() -> None:
                 f"(first call {r['first_call_s']:.1f} s)"
             )
         print(f"  throughput ratio llc / devinterp: {row['throughput_ratio']:.1f}x", flush=True)
-    path = write("peers", {"rows": rows, "devinterp_version": "2.0.1"})
+    payload = {"rows": rows, "devinterp_version": "2.0.1"}
+    path = write(out, "peers", {**payload, "quick": True} if args.quick else payload)
     print(f"written to {path}")
 
 

@@ -8,25 +8,35 @@ nbeta * |mu_min| against gamma, flags, verdict), the LLC estimate with its flags
 the time. The step size of every run comes from the diagnosed curvature:
 step = 0.1 / (nbeta * mu_max + gamma).
 
-Outputs: a table, ``results/saddle.json`` and ``results/saddle_traces.png`` (loss
-traces of confined and escaping chains). The cost of a diagnosis is reported in
+Outputs: a table, ``results/saddle/saddle.json`` and ``results/saddle/saddle_traces.png``
+(loss traces of confined and escaping chains). The cost of a diagnosis is reported in
 Hessian-vector products and in SGLD steps.
 
-Usage: ``python benchmarks/saddle.py``.
+Usage: ``python benchmarks/saddle.py``; ``--quick``: one case of each kind (quadratic,
+quartic toy at two localizations, DLN), 2 chains x 400 steps.
 """
 
+import argparse
 import time
 import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import RESULTS, write
+from _common import parse_args, write
 
 import llc
 from llc import ground_truth
 
 N_QUAD = 10_000
+FULL = {"num_chains": 4, "num_draws": 2000, "num_burnin_steps": 2000}
+QUICK = {"num_chains": 2, "num_draws": 200, "num_burnin_steps": 200}
+QUICK_CASES = (
+    "quadratic saddle, unconfined",
+    "quartic toy (4.2), gamma 1000",
+    "quartic toy (4.2), gamma 10",
+    "DLN origin (saddle)",
+)
 
 
 def quadratic(mu):
@@ -81,7 +91,7 @@ def cases():
     yield "DLN random init (not critical)", dln.loss_fn, init, dln.data, 1.0, 500, {}
 
 
-def run_case(name, loss_fn, params, data, gamma, batch, extra):
+def run_case(name, loss_fn, params, data, gamma, batch, extra, run=FULL):
     n = jax.tree.leaves(data)[0].shape[0]
     nbeta = llc.default_nbeta(n)
     t0 = time.perf_counter()
@@ -103,10 +113,8 @@ def run_case(name, loss_fn, params, data, gamma, batch, extra):
             localization=gamma,
             nbeta=nbeta,
             batch_size=batch,
-            num_chains=4,
-            num_draws=2000,
-            num_burnin_steps=2000,
             progress_bar=False,
+            **run,
             **extra,
         )
     t_est = time.perf_counter() - t0
@@ -143,7 +151,7 @@ def run_case(name, loss_fn, params, data, gamma, batch, extra):
     }
 
 
-def plot(rows):
+def plot(rows, out):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -167,18 +175,25 @@ def plot(rows):
     )
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(RESULTS / "saddle_traces.png", dpi=120)
+    fig.savefig(out / "saddle_traces.png", dpi=120)
     plt.close(fig)
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    args, out = parse_args(
+        parser, "saddle", quick=f"the cases {', '.join(QUICK_CASES)}; 2 chains x 400 steps"
+    )
+    run = QUICK if args.quick else FULL
     rows = []
     print(
         f"{'case':36} {'mu_min':>10} {'nb|mu_min|':>10} {'gamma':>7} {'lam_quad':>9} "
         f"{'lambda_hat':>16} {'below':>6} {'time':>6}  flags"
     )
-    for args in cases():
-        r = run_case(*args)
+    for case in cases():
+        if args.quick and case[0] not in QUICK_CASES:
+            continue
+        r = run_case(*case, run=run)
         rows.append(r)
         est = f"{r['llc_mean']:.3g} ± {r['llc_std']:.2g}"
         print(
@@ -196,10 +211,10 @@ def main():
     print(
         f"\ncost of a diagnosis: {min(hvps)}-{max(hvps)} Hessian-vector products = "
         f"{min(steps):.0f}-{max(steps):.0f} SGLD steps of the same run; against the "
-        f"4000 steps per chain of each estimate"
+        f"{run['num_burnin_steps'] + run['num_draws']} steps per chain of each estimate"
     )
-    path = write("saddle", {"cases": rows})
-    plot(rows)
+    path = write(out, "saddle", {"cases": rows, **({"quick": True} if args.quick else {})})
+    plot(rows, out)
     print(f"written to {path}")
 
 

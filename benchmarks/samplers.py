@@ -13,14 +13,15 @@ NUTS samples the localized tempered posterior exactly (up to Monte Carlo error);
 stochastic-gradient sampler, full batch, must agree with it within the combined standard
 error plus its own step-size bias. This separates sampler error from the finite-n gap.
 
-Outputs: a table on stdout, ``results/samplers.json`` and ``results/samplers.png``. The JSON
+Outputs: a table on stdout, ``results/samplers/samplers.json`` and
+``results/samplers/samplers.png`` (the stem is ``--name``, the folder ``--out``). The JSON
 is rewritten after every run with ``"complete": false`` until the sweep ends, so an
 interrupted sweep keeps the runs it finished; ``--resume`` then runs only what is missing.
 JAX's compilation caches are cleared after every run: a long sweep that kept every
 compiled program died of an LLVM "Cannot allocate memory" after 44 runs.
 
 Usage:
-    python benchmarks/samplers.py --quick          # 1K, 3 seeds, and the NUTS check
+    python benchmarks/samplers.py --quick          # ~1K seed 7, one config, a short NUTS check
     python benchmarks/samplers.py --seeds 8        # 1K and 10K, 8 seeds each
     python benchmarks/samplers.py --seeds 8 --resume   # finish an interrupted sweep
 """
@@ -31,7 +32,8 @@ import warnings
 
 import jax
 import numpy as np
-from _common import RESULTS, estimate_on, previous_runs, write
+from _common import estimate_on, parse_args, previous_runs, write
+from accuracy import QUICK_STEPS
 
 import llc
 from llc import ground_truth
@@ -43,11 +45,14 @@ CONFIGS = {
     "sghmc, auto": {"sampler": "sghmc", "step_size": "auto"},
     "sgnht, auto": {"sampler": "sgnht", "step_size": "auto"},
 }
+QUICK_CONFIG = "rmsprop_sgld, auto"  # --quick: the config with the most moving parts
 
 
-def run_dln(bucket: str, seed: int, name: str, chains: int) -> dict:
+def run_dln(bucket: str, seed: int, name: str, chains: int, quick: bool = False) -> dict:
     problem = ground_truth.make_dln_bucket_problem(bucket, seed)
     settings = {**ground_truth.dln_recipe(bucket), **CONFIGS[name]}
+    if quick:  # exercises the code path, measures nothing
+        settings.update(QUICK_STEPS)
     if settings.pop("frozen", False):  # adapt the preconditioner during burn-in only
         settings["sampler_options"] = {"adapt_steps": settings["num_burnin_steps"]}
     r, seconds = estimate_on(problem, seed, chains, settings)
@@ -76,24 +81,38 @@ def run_dln(bucket: str, seed: int, name: str, chains: int) -> dict:
     }
 
 
-def gold_standard(chains: int) -> list[dict]:
-    """Full-batch NUTS against every stochastic-gradient sampler on one small target."""
+def gold_standard(chains: int, quick: bool = False) -> list[dict]:
+    """Full-batch NUTS against every stochastic-gradient sampler on one small target.
+
+    ``quick``: NUTS (20 warm-up steps, 20 draws) and SGLD (1,000 burn-in steps, 100
+    draws) only: the code path, not a comparison.
+    """
     problem = ground_truth.make_dln_problem([4, 3, 5], seed=0, num_data=2_000)
     common = {
         "localization": 10.0,
         "num_chains": chains,
         "progress_bar": False,
     }
+    nuts_steps, burnin, draws = (20, 1000, 100) if quick else (1000, 20_000, 2000)
     rows = []
-    runs = {"nuts": {"sampler": "nuts", "step_size": None, "num_burnin_steps": 1000}}
-    for name in ("sgld", "rmsprop_sgld", "sghmc", "sgnht"):
+    runs = {
+        "nuts": {
+            "sampler": "nuts",
+            "step_size": None,
+            "num_burnin_steps": nuts_steps,
+            "num_draws": nuts_steps if quick else draws,
+        }
+    }
+    for name in ("sgld",) if quick else ("sgld", "rmsprop_sgld", "sghmc", "sgnht"):
         runs[name] = {
             "sampler": name,
             "step_size": "auto",
-            "num_burnin_steps": 20_000,
+            "num_burnin_steps": burnin,
             "num_steps_bw_draws": 5,
+            "num_draws": draws,
         }
-    runs["rmsprop_sgld"]["sampler_options"] = {"adapt_steps": 20_000}
+    if "rmsprop_sgld" in runs:
+        runs["rmsprop_sgld"]["sampler_options"] = {"adapt_steps": burnin}
     for name, settings in runs.items():
         start = time.perf_counter()
         with warnings.catch_warnings():
@@ -103,7 +122,6 @@ def gold_standard(chains: int) -> list[dict]:
                 problem.loss_fn,
                 problem.params,
                 problem.data,
-                num_draws=2000,
                 **common,
                 **settings,
             )
@@ -116,7 +134,7 @@ def gold_standard(chains: int) -> list[dict]:
             {
                 "sampler": name,
                 "d": problem.num_params,
-                "n": 2000,
+                "n": problem.data[0].shape[0],
                 "llc_mean": r.llc_mean,
                 "llc_stderr": r.llc_stderr,
                 "step_size": r.step_size,
@@ -163,7 +181,7 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
-def plot(rows: list[dict], summary: dict, name: str) -> None:
+def plot(rows: list[dict], summary: dict, out, name: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -207,7 +225,7 @@ def plot(rows: list[dict], summary: dict, name: str) -> None:
     ax.set(ylabel="seconds per run (mean, incl. calibration)", title="time")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(RESULTS / f"{name}.png", dpi=120, bbox_inches="tight")
+    fig.savefig(out / f"{name}.png", dpi=120, bbox_inches="tight")
     plt.close("all")
 
 
@@ -218,27 +236,33 @@ def main() -> None:
     parser.add_argument("--seed-list", type=int, nargs="+", default=None)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--chains", type=int, default=4)
-    parser.add_argument("--quick", action="store_true", help="1K, 3 seeds, and the NUTS check")
     parser.add_argument("--skip-gold", action="store_true", help="skip the NUTS comparison")
     parser.add_argument("--name", default="samplers", help="stem of the output files")
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="keep the runs (and gold standard) already in results/<name>.json, run the rest",
+        help="keep the runs (and gold standard) already in <out>/<name>.json, run the rest",
     )
-    args = parser.parse_args()
+    args, out = parse_args(
+        parser,
+        "samplers",
+        quick=f"~1K seed 7 (d = 594), 2 chains, 300 burn-in steps and 100 draws, config "
+        f"{QUICK_CONFIG!r}; the NUTS check against SGLD only, with a few steps",
+    )
     buckets, seeds = args.buckets, args.seed_list or list(range(args.seeds))
     if args.quick:
-        buckets, seeds = ["1K"], [0, 1, 2]
+        buckets, seeds, args.chains, args.configs = ["1K"], [7], 2, [QUICK_CONFIG]
 
     settings = {"chains": args.chains}
-    previous = previous_runs(args.name, settings) if args.resume else {}
+    if args.quick:  # a quick run's file must not pass for (or resume) a measured one
+        settings["quick"] = True
+    previous = previous_runs(out, args.name, settings) if args.resume else {}
     rows, gold = previous.get("runs", []), previous.get("gold_standard", [])
     if previous:
         print(f"resuming {args.name}.json: {len(rows)} runs kept", flush=True)
     done = {(r["bucket"], r["seed"], r["config"]) for r in rows}
     if not gold and not args.skip_gold:
-        gold = gold_standard(args.chains)
+        gold = gold_standard(args.chains, args.quick)
     if gold:
         print(f"gold standard: DLN {gold[0]['d']} params, n = {gold[0]['n']}, full batch")
         for g in gold:
@@ -257,12 +281,12 @@ def main() -> None:
             for name in args.configs:
                 if (bucket, seed, name) in done:
                     continue
-                r = run_dln(bucket, seed, name, args.chains)
+                r = run_dln(bucket, seed, name, args.chains, args.quick)
                 jax.clear_caches()  # every run compiles anew; keeping them all exhausts LLVM
                 rows.append(r)
                 # written after every run, so that an interrupted sweep keeps what it measured
                 partial = {"summary": summarise(rows), "runs": rows, "gold_standard": gold}
-                write(args.name, {**partial, **settings, "complete": False})
+                write(out, args.name, {**partial, **settings, "complete": False})
                 local = "-" if r["local_lambda"] is None else f"{r['local_lambda']:.1f}"
                 vs = (
                     "-"
@@ -289,11 +313,12 @@ def main() -> None:
                 f"{s['mean_time_s']:.0f}s/run"
             )
     path = write(
+        out,
         args.name,
         {"summary": summary, "runs": rows, "gold_standard": gold, **settings, "complete": True},
     )
     if rows:
-        plot(rows, summary, args.name)
+        plot(rows, summary, out, args.name)
     print(f"written to {path}")
 
 

@@ -7,8 +7,9 @@ control variate. For each (d, chains): chain-steps per second of the compiled ru
 XLA's own accounting (arguments + outputs + temporaries), which is what bounds the model
 size on a device. Chains: 1, 4, 16.
 
-Outputs: a table, ``results/scaling.json`` (or ``--name``) and ``results/scaling.png``.
-Usage: ``python benchmarks/scaling.py`` (a few minutes on 2 CPU cores).
+Outputs: a table, ``results/scaling/scaling.json`` (or ``--name``) and
+``results/scaling/scaling.png``. Usage: ``python benchmarks/scaling.py`` (a few minutes on 2
+CPU cores); ``--quick``: d up to ~10K, 1 and 4 chains, about 0.2 s of sampling each.
 """
 
 import argparse
@@ -17,12 +18,13 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import RESULTS, write
+from _common import parse_args, plan_for, write
 
-import llc
-from llc import _loop
+from llc import loop
 
 N, BATCH = 10_000, 100
+SECONDS = 4.0  # of sampling per configuration (--quick: QUICK_SECONDS)
+QUICK_SECONDS, QUICK_MAX_PARAMS, QUICK_CHAINS = 0.2, 11_000, [1, 4]
 
 
 def problem(width: int):
@@ -40,12 +42,12 @@ def problem(width: int):
     return loss_fn, params, (x, y)
 
 
-def measure(width: int, chains: int, flops_per_s: float) -> dict:
+def measure(width: int, chains: int, flops_per_s: float, seconds: float = SECONDS) -> dict:
     loss_fn, params, data = problem(width)
     d = 2 * width * width
-    # about 4 s of sampling per configuration: a chain-step costs ~ 12 * batch * d flops
-    steps = int(np.clip(4.0 * flops_per_s / (12 * BATCH * d * chains), 20, 2000))
-    plan = llc.estimator.make_plan(
+    # about `seconds` of sampling per configuration: a chain-step costs ~ 12 * batch * d flops
+    steps = int(np.clip(seconds * flops_per_s / (12 * BATCH * d * chains), 20, 2000))
+    plan = plan_for(
         jax.random.key(0),
         loss_fn,
         params,
@@ -68,10 +70,10 @@ def measure(width: int, chains: int, flops_per_s: float) -> dict:
         held_directions=None,
         acceptance_checks=0,
     )
-    hyper = _loop.make_hyper(1e-6, plan.nbeta, 1.0, plan.init_loss, jnp.float32)
+    hyper = loop.make_hyper(1e-6, plan.nbeta, 1.0, plan.init_loss, jnp.float32)
     args = (plan.rng_key, plan.params, plan.data, hyper)
     start = time.perf_counter()
-    compiled = _loop.run_chains.lower(*args, loss_fn=loss_fn, config=plan.config).compile()
+    compiled = loop.run_chains.lower(*args, loss_fn=loss_fn, config=plan.config).compile()
     compile_s = time.perf_counter() - start
     memory = compiled.memory_analysis()
     jax.block_until_ready(compiled(*args))  # warm
@@ -99,7 +101,7 @@ def measure(width: int, chains: int, flops_per_s: float) -> dict:
     }
 
 
-def plot(rows: list[dict], name: str) -> None:
+def plot(rows: list[dict], out, name: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,7 +125,7 @@ def plot(rows: list[dict], name: str) -> None:
     device = jax.devices()[0]
     fig.suptitle(f"SGLD throughput and memory ({device.platform}: {device.device_kind})")
     fig.tight_layout()
-    fig.savefig(RESULTS / f"{name}.png", dpi=120)
+    fig.savefig(out / f"{name}.png", dpi=120)
     plt.close("all")
 
 
@@ -133,7 +135,15 @@ def main() -> None:
     parser.add_argument("--chains", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--flops", type=float, default=2e10, help="rough device flop/s")
     parser.add_argument("--name", default="scaling")
-    args = parser.parse_args()
+    args, out = parse_args(
+        parser,
+        "scaling",
+        quick=f"d up to {QUICK_MAX_PARAMS:,}, chains {QUICK_CHAINS}, {QUICK_SECONDS} s of "
+        "sampling each",
+    )
+    seconds = SECONDS
+    if args.quick:
+        args.max_params, args.chains, seconds = QUICK_MAX_PARAMS, QUICK_CHAINS, QUICK_SECONDS
     widths = [w for w in (22, 71, 224, 707, 2236) if 2 * w * w <= args.max_params]
     print(
         f"{'d':>9} {'chains':>6} {'steps':>6} {'chain-steps/s':>14} {'compile':>8} {'memory':>10}"
@@ -141,7 +151,7 @@ def main() -> None:
     rows = []
     for width in widths:
         for chains in args.chains:
-            r = measure(width, chains, args.flops)
+            r = measure(width, chains, args.flops, seconds)
             rows.append(r)
             mem = "-" if r["memory_bytes"] is None else f"{r['memory_bytes'] / 2**20:.1f} MiB"
             print(
@@ -149,8 +159,9 @@ def main() -> None:
                 f"{r['compile_s']:7.1f}s {mem:>10}",
                 flush=True,
             )
-    path = write(args.name, {"rows": rows, "batch": BATCH, "n": N})
-    plot(rows, args.name)
+    payload = {"rows": rows, "batch": BATCH, "n": N}
+    path = write(out, args.name, {**payload, "quick": True} if args.quick else payload)
+    plot(rows, out, args.name)
     print(f"written to {path}")
 
 

@@ -16,7 +16,10 @@ step_size * (nbeta * mu_max + gamma) = 2.1, a large step-size bias (the peer's 4
 coincidence of that bias and the finite-n shrinkage; small steps converge to ~36). See
 benchmarks/accuracy.py for accuracy.
 
-Usage: ``python benchmarks/speed.py [--repeats 5]``.
+Outputs: a table on stdout and ``results/speed/speed.json``.
+
+Usage: ``python benchmarks/speed.py [--repeats 5]``; ``--quick``: one timing repeat and two
+seeds per stderr comparison (the same workload).
 """
 
 import argparse
@@ -27,7 +30,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import best_of, peer_dln_problem, write
+from _common import best_of, parse_args, peer_dln_problem, write
 from jax.flatten_util import ravel_pytree
 
 import llc
@@ -78,7 +81,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seeds", type=int, default=8, help="seeds for the stderr comparison")
-    args = parser.parse_args()
+    args, out = parse_args(parser, "speed", quick="one timing repeat, two seeds")
+    if args.quick:
+        args.repeats, args.seeds = 1, 2
     warnings.simplefilter("ignore", RuntimeWarning)
     problem = peer_dln_problem(N)
     nbeta = N / np.log(N)
@@ -198,7 +203,7 @@ def main():
         f"control variate on a 6-parameter regression (batch {BATCH}): stderr "
         f"{reg[False]:.3f} -> {reg[True]:.3f} (x{reg[False] / reg[True]:.1f} smaller)"
     )
-    print(f"written to {write('speed', result)}")
+    print(f"written to {write(out, 'speed', result)}")
 
 
 if __name__ == "__main__":

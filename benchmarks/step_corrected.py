@@ -1,29 +1,32 @@
 """``llc_mean`` against ``llc_step_corrected`` on stored deep-linear-network accuracy runs.
 
-Reads result files of ``benchmarks/accuracy.py`` (``results/<name>.json``) and, for every
-run that recorded ``predicted_step_bias`` (the first-order step-size bias where each
-chain ended, relative to the estimate), compares the relative error of the estimate with
-that of the estimate less its predicted bias (``llc.estimator.less_step_bias``, what
+Reads result files of ``benchmarks/accuracy.py`` (``results/accuracy/<name>.json``, or
+``--accuracy DIR``) and, for every run that recorded ``predicted_step_bias`` (the
+first-order step-size bias where each chain ended, relative to the estimate), compares the
+relative error of the estimate with that of the estimate less its predicted bias
+(``llc.step_bias.less_step_bias``, what
 ``LLCResult.llc_step_corrected`` reports). Nothing is sampled: the runs are the ones
 stored, so the comparison is free and the same command always gives the same table.
 
 Relative error is (lambda - estimate) / lambda, against the exact local LLC where known
 (minimal points, Morse-Bott teachers), else Aoyagi's lambda.
 
-Outputs: a table on stdout and ``results/step_corrected.json``.
+Outputs: a table on stdout and ``results/step_corrected/step_corrected.json``.
 
 Usage:
     python benchmarks/step_corrected.py                   # the default groups below
     python benchmarks/step_corrected.py accuracy_100k_seed4 accuracy_minimal_100K_seed6
+    python benchmarks/step_corrected.py --quick           # the first group only
 """
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
-from _common import RESULTS, write
+from _common import RESULTS, parse_args, write
 
-from llc.estimator import less_step_bias
+from llc.step_bias import less_step_bias
 
 # The library's recipes where their step bias is at stake, grouped as the README reports
 # them: the ~1K and ~10K minimal-point recipe (dln_recipe(point="minimal")) on its
@@ -99,13 +102,21 @@ def summary(rows: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("names", nargs="*", help="result stems (default: the README's groups)")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--accuracy",
+        type=Path,
+        default=RESULTS / "accuracy",
+        help="folder of accuracy.py's results (default: results/accuracy/)",
+    )
+    args, out = parse_args(parser, "step_corrected", quick="the first default group only")
     groups = {"given": args.names} if args.names else GROUPS
-    out = {}
+    if args.quick:
+        groups = dict(list(groups.items())[:1])
+    groups_out = {}
     for group, names in groups.items():
         rows, missing = [], []
         for name in names:
-            path = RESULTS / f"{name}.json"
+            path = args.accuracy / f"{name}.json"
             if not path.exists():
                 missing.append(name)
                 continue
@@ -127,8 +138,8 @@ def main() -> None:
                 f"{s['step_corrected_max_abs_relative_error']:.2%}; mean rel.err "
                 f"{s['mean_relative_error']:+.2%} -> {s['step_corrected_mean_relative_error']:+.2%}"
             )
-            out[group] = {"files": names, "missing": missing, "summary": s, "runs": rows}
-    print(f"\nwritten to {write('step_corrected', {'groups': out})}")
+            groups_out[group] = {"files": names, "missing": missing, "summary": s, "runs": rows}
+    print(f"\nwritten to {write(out, 'step_corrected', {'groups': groups_out})}")
 
 
 if __name__ == "__main__":
