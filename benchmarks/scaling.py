@@ -7,6 +7,12 @@ control variate. For each (d, chains): chain-steps per second of the compiled ru
 XLA's own accounting (arguments + outputs + temporaries), which is what bounds the model
 size on a device. Chains: 1, 4, 16.
 
+With ``--meshes chains=2,model=2 data=4 ...`` it also lays one model size (``--mesh-width``)
+over each device mesh (axes from chains, data, model; the product must not exceed the devices
+present) and reports the memory per device of the compiled SPMD program and its throughput,
+so a run can be sized before it starts (docs: "Devices and long runs"). A one-device mesh
+always runs, so the path is exercised everywhere.
+
 Outputs: a table, ``results/scaling/scaling.json`` (or ``--name``) and
 ``results/scaling/scaling.png``. Usage: ``python benchmarks/scaling.py`` (a few minutes on 2
 CPU cores); ``--quick``: d up to ~10K, 1 and 4 chains, about 0.2 s of sampling each.
@@ -19,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from _common import parse_args, plan_for, write
+from jax.sharding import Mesh, PartitionSpec
 
 from llc import loop
 
@@ -42,7 +49,9 @@ def problem(width: int):
     return loss_fn, params, (x, y)
 
 
-def measure(width: int, chains: int, flops_per_s: float, seconds: float = SECONDS) -> dict:
+def measure(
+    width: int, chains: int, flops_per_s: float, seconds: float = SECONDS, mesh=None
+) -> dict:
     loss_fn, params, data = problem(width)
     d = 2 * width * width
     # about `seconds` of sampling per configuration: a chain-step costs ~ 12 * batch * d flops
@@ -69,6 +78,7 @@ def measure(width: int, chains: int, flops_per_s: float, seconds: float = SECOND
         escape_direction=None,
         held_directions=None,
         acceptance_checks=0,
+        **_layout(mesh),
     )
     hyper = loop.make_hyper(1e-6, plan.nbeta, 1.0, plan.init_loss, jnp.float32)
     args = (plan.rng_key, plan.params, plan.data, hyper)
@@ -98,7 +108,42 @@ def measure(width: int, chains: int, flops_per_s: float, seconds: float = SECOND
         "compile_s": compile_s,
         "memory_bytes": total,
         "params_bytes": 4 * d,
+        "mesh": {} if mesh is None else {k: int(v) for k, v in mesh.shape.items()},
     }
+
+
+def _layout(mesh) -> dict:
+    """``estimate_llc``'s mesh settings: both matrices split by columns over "model"."""
+    if mesh is None:
+        return {}
+    if "model" in mesh.axis_names:
+        return {"mesh": mesh, "param_specs": (PartitionSpec(None, "model"),) * 2}
+    return {"mesh": mesh}
+
+
+def parse_mesh(text: str) -> dict:
+    """``"chains=2,model=2"`` -> ``{"chains": 2, "model": 2}``."""
+    return {k: int(v) for k, v in (part.split("=") for part in text.split(","))}
+
+
+def measure_meshes(shapes: list[dict], width: int, chains: int, flops: float, seconds: float):
+    """Each mesh shape that fits the devices present, at one model size."""
+    rows = []
+    for shape in [{"chains": 1, "data": 1, "model": 1}, *shapes]:
+        size = int(np.prod(list(shape.values())))
+        if size > jax.device_count():
+            print(f"mesh {shape}: needs {size} devices, {jax.device_count()} present; skipped")
+            continue
+        mesh = Mesh(np.array(jax.devices()[:size]).reshape(*shape.values()), tuple(shape))
+        r = measure(width, chains, flops, seconds, mesh=mesh)
+        rows.append(r)
+        mem = "-" if r["memory_bytes"] is None else f"{r['memory_bytes'] / 2**20:.1f} MiB"
+        print(
+            f"mesh {shape}: d = {r['d']}, {chains} chains: {r['chain_steps_per_s']:.1f} "
+            f"chain-steps/s, {mem} per device",
+            flush=True,
+        )
+    return rows
 
 
 def plot(rows: list[dict], out, name: str) -> None:
@@ -135,6 +180,8 @@ def main() -> None:
     parser.add_argument("--chains", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--flops", type=float, default=2e10, help="rough device flop/s")
     parser.add_argument("--name", default="scaling")
+    parser.add_argument("--meshes", nargs="*", default=[], help="e.g. chains=2,model=2 data=4")
+    parser.add_argument("--mesh-width", type=int, default=707, help="model width for --meshes")
     args, out = parse_args(
         parser,
         "scaling",
@@ -159,7 +206,11 @@ def main() -> None:
                 f"{r['compile_s']:7.1f}s {mem:>10}",
                 flush=True,
             )
-    payload = {"rows": rows, "batch": BATCH, "n": N}
+    mesh_width = 22 if args.quick else args.mesh_width
+    mesh_rows = measure_meshes(
+        [parse_mesh(m) for m in args.meshes], mesh_width, 4, args.flops, seconds
+    )
+    payload = {"rows": rows, "mesh_rows": mesh_rows, "batch": BATCH, "n": N}
     path = write(out, args.name, {**payload, "quick": True} if args.quick else payload)
     plot(rows, out, args.name)
     print(f"written to {path}")
