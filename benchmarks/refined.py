@@ -206,15 +206,25 @@ def plot_mlp(mlp: dict, path) -> None:
     left.set(xlabel="training step", ylabel="refined LLC", title="per-layer LLC along training")
     left.legend()
     kernel = np.array(mlp["kernel"])
-    image = right.imshow(kernel, cmap="RdBu_r", vmin=-abs(kernel).max(), vmax=abs(kernel).max())
+    scale = np.sqrt(np.clip(np.diag(kernel), 1e-300, None))
+    image = right.imshow(kernel / np.outer(scale, scale), cmap="RdBu_r", vmin=-1, vmax=1)
     labels = [str(v) for v in mlp["kernel_labels"]]
     right.set_xticks(range(len(labels)), labels)
     right.set_yticks(range(len(labels)), labels)
-    right.set(title="loss kernel Cov(l_i, l_j), 8 held-out digits", xlabel="digit", ylabel="digit")
+    right.set(
+        title="loss kernel of 8 held-out digits, as correlations", xlabel="digit", ylabel="digit"
+    )
     fig.colorbar(image, ax=right)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def replot(path) -> None:
+    """Redraw ``refined_mlp.png`` beside a saved ``refined.json``."""
+    import json
+
+    plot_mlp(json.loads(path.read_text())["mlp"], path.parent / "refined_mlp.png")
 
 
 def main():

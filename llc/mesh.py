@@ -182,10 +182,12 @@ def to_host(tree):
     On several hosts (``jax.distributed``) a global array is gathered from every process
     (each process gets the whole array); elsewhere this is ``np.asarray``.
     """
-
-    def one(x):
-        if isinstance(x, jax.Array) and not x.is_fully_addressable:
-            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-        return np.asarray(x)
-
-    return jax.tree.map(one, tree)
+    leaves, treedef = jax.tree.flatten(tree)
+    leaves = [
+        multihost_utils.process_allgather(x, tiled=True)
+        if isinstance(x, jax.Array) and not x.is_fully_addressable
+        else x
+        for x in leaves
+    ]
+    # one batched device-to-host copy of every leaf (not one blocking copy each)
+    return jax.tree.unflatten(treedef, [np.asarray(x) for x in jax.device_get(leaves)])
