@@ -148,7 +148,7 @@ def calibrate(
         msg = f"min_acceptance must be in [0, 1); got {min_acceptance}."
         raise ValueError(msg)
     s = Settings.build(
-        "calibrate", defaults={**_DEFAULTS, "step_size": "auto"}, refuse=("step_size",), **settings
+        "calibrate", defaults={**_DEFAULTS, "step_size": "auto"}, refuse=_REFUSED, **settings
     )
     if not samplers.CAPABILITIES[s.sampler].step_size:
         msg = (
@@ -178,7 +178,15 @@ def _check_grid(name: str, values, allow_zero: bool) -> np.ndarray:
     return np.unique(arr)
 
 
-calibrate.__signature__ = signature(calibrate, refuse=("step_size",), defaults=_DEFAULTS)
+_REFUSED = (
+    "step_size",
+    "observables",
+    "per_sample_observables",
+    "per_sample_loss_fn",
+    "max_per_sample_bytes",
+    "per_sample_path",
+)
+calibrate.__signature__ = signature(calibrate, refuse=_REFUSED, defaults=_DEFAULTS)
 
 
 def calibrate_plan(

@@ -155,7 +155,12 @@ def estimate_llc(
             and :func:`llc.susceptibilities` read them.
         per_sample_loss_fn: ``(params, batch) -> losses`` with one entry (or one array,
             e.g. per token) per row; default: ``loss_fn`` on single-row batches.
-        max_per_sample_bytes: the memory the per-sample observables may take.
+        max_per_sample_bytes: the memory the per-sample observables may take (in all,
+            or per chunk with ``per_sample_path``).
+        per_sample_path: a folder: stream the per-sample observables to
+            ``<folder>/<name>.npy`` as the run goes (in chunks of draws that fit
+            ``max_per_sample_bytes``) instead of holding them in memory; the result holds
+            them as read-only memory maps of those files.
         mesh: a ``jax.sharding.Mesh`` whose axes are named from ``"chains"``, ``"data"``
             and ``"model"`` (any subset, any sizes; see :mod:`llc.mesh`): the chains split
             over ``"chains"``, each minibatch over ``"data"`` (data-parallel gradients),

@@ -1,5 +1,7 @@
 """Running a plan: the chains as one compiled program (or a sequence of resumed chunks)."""
 
+from pathlib import Path
+
 import jax
 import numpy as np
 
@@ -78,6 +80,7 @@ def execute_chunks(plan: Plan, hyper, config, resume=None, burnin_trace=None) ->
     ``burnin_trace`` is its trace.
     """
     total, done, parts = config.num_draws, 0, []
+    stream = _Stream(plan.per_sample_path, plan.observe, config.num_chains, total)
     try:
         while done < total:
             size = min(plan.chunk_draws or total, total - done)
@@ -92,7 +95,8 @@ def execute_chunks(plan: Plan, hyper, config, resume=None, burnin_trace=None) ->
             done += size
             next_step = config.num_burnin_steps + config.num_steps_bw_draws * done
             resume = (states, first_bad, jax.numpy.int32(next_step), jax.numpy.int32(done))
-            parts.append(mesh.to_host(out._replace(final_carry=())))
+            host = mesh.to_host(out._replace(final_carry=()))
+            parts.append(host._replace(observed=stream.write(host.observed, done - size)))
             if np.all(parts[-1].first_nonfinite_step >= 0):
                 break  # every chain diverged: nothing left to sample
     except KeyboardInterrupt:
@@ -118,7 +122,46 @@ def execute_chunks(plan: Plan, hyper, config, resume=None, burnin_trace=None) ->
         projection=joined("projection"),
         acceptance=joined("acceptance"),
         observed={
-            name: np.concatenate([p.observed[name] for p in parts], axis=1)
-            for name in first.observed
+            **{
+                name: np.concatenate([p.observed[name] for p in parts], axis=1)
+                for name in first.observed
+            },
+            **stream.read(int(sizes.sum())),
         },
     )
+
+
+class _Stream:
+    """Per-sample observables written to ``.npy`` files chunk by chunk (``per_sample_path``).
+
+    Each chunk's per-sample losses go to ``<path>/<name>.npy`` (shape ``(chains, draws, m,
+    ...)``, float32) as soon as they reach the host, and leave memory; the result holds them
+    as read-only memory maps of those files.
+    """
+
+    def __init__(self, path, observe, chains: int, total: int):
+        self.path, self.files = path, {}
+        self.names = [] if path is None or observe is None else list(observe[1])
+        self.shape = (chains, total)
+
+    def write(self, observed: dict, start: int) -> dict:
+        """Write the streamed names' chunk at draw ``start``; return the rest."""
+        for name in self.names:
+            chunk = observed[name]
+            if name not in self.files:
+                self.files[name] = np.lib.format.open_memmap(
+                    Path(self.path) / f"{name}.npy",
+                    mode="w+",
+                    dtype=chunk.dtype,
+                    shape=(*self.shape, *chunk.shape[2:]),
+                )
+            self.files[name][:, start : start + chunk.shape[1]] = chunk
+        return {k: v for k, v in observed.items() if k not in self.names}
+
+    def read(self, draws: int) -> dict:
+        """The streamed observables, the draws done, as read-only memory maps."""
+        out = {}
+        for name, file in self.files.items():
+            file.flush()
+            out[name] = np.load(Path(self.path) / f"{name}.npy", mmap_mode="r")[:, :draws]
+        return out

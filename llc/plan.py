@@ -11,6 +11,7 @@ rising) and :class:`FollowBurnin` (``step_size="auto"`` with a fixed burn-in: th
 size follows the chains).
 """
 
+from pathlib import Path
 from typing import NamedTuple
 
 import jax
@@ -79,6 +80,7 @@ class Plan(NamedTuple):
     mask: ArrayTree | None = None  # 0/1 leaves shaped like params: the weights that move
     observe: tuple | None = None  # (means, samples): name -> data set, for loop.run_chains
     observed_init: dict | None = None  # name -> the observable at w* (host, float64)
+    per_sample_path: str | None = None  # stream per-sample observables to files here
 
     @property
     def capabilities(self) -> samplers.Capabilities:
@@ -171,7 +173,7 @@ def make_plan(
         direction = jax.tree.map(lambda v, p: jnp.asarray(v, p.dtype), s.escape_direction, params)
     if held is not None:
         held = (held[0], jnp.asarray(held[1], dtype))
-    observe, observed_init = _observables(s, loss_fn, params, config)
+    observe, observed_init, chunk_draws = _observables(s, loss_fn, params, config)
     return Plan(
         rng_key=rng_key,
         loss_fn=loss_fn,
@@ -191,18 +193,23 @@ def make_plan(
         held=held,
         show_progress=_progress.enabled(s.progress_bar),
         burnin=burnin,
-        chunk_draws=s.chunk_draws,
+        chunk_draws=chunk_draws,
         mask=mask,
         observe=observe,
         observed_init=observed_init,
+        per_sample_path=s.per_sample_path,
     )
 
 
 def _observables(s: Settings, loss_fn, params, config) -> tuple:
-    """Check the observables' data sets and evaluate each observable at w*."""
+    """Check the observables' data sets and evaluate each observable at w*.
+
+    Returns ``(observe, init, chunk_draws)``: with ``per_sample_path`` the run goes in
+    chunks whose per-sample losses fit ``max_per_sample_bytes`` and are streamed to files.
+    """
     means, samples = dict(s.observables or {}), dict(s.per_sample_observables or {})
     if not means and not samples:
-        return None, None
+        return None, None, s.chunk_draws
     init = {}
     for name, q in means.items():
         check.check_data(q)
@@ -216,15 +223,25 @@ def _observables(s: Settings, loss_fn, params, config) -> tuple:
         shape = jax.eval_shape(per_row, params, q)
         total += config.num_chains * config.num_draws * int(np.prod(shape.shape)) * 4
         init[name] = np.asarray(per_row(params, q), np.float64)
-    if total > s.max_per_sample_bytes:
+    chunk_draws = s.chunk_draws
+    if s.per_sample_path is not None:
+        path = Path(s.per_sample_path)
+        if not path.is_dir():
+            msg = f"per_sample_path must be an existing folder; got {str(path)!r}."
+            raise ValueError(msg)
+        per_draw = max(1, total // config.num_draws)
+        fits = max(1, s.max_per_sample_bytes // per_draw)
+        chunk_draws = min(chunk_draws or config.num_draws, fits)
+    elif total > s.max_per_sample_bytes:
         msg = (
             f"per_sample_observables would hold {total / 2**20:.1f} MiB of per-sample losses "
             f"(chains x draws x samples x 4 bytes), above max_per_sample_bytes = "
-            f"{s.max_per_sample_bytes / 2**20:.1f} MiB; raise it, or record fewer samples or "
-            "draws (num_steps_bw_draws thins them)."
+            f"{s.max_per_sample_bytes / 2**20:.1f} MiB; stream them to files with "
+            "per_sample_path, raise the limit, or record fewer samples or draws "
+            "(num_steps_bw_draws thins them)."
         )
         raise ValueError(msg)
-    return (means, samples), init
+    return (means, samples), init, chunk_draws
 
 
 def _full_loss_every_draws(s: Settings, batch_size: int | None) -> int:

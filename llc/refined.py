@@ -43,9 +43,9 @@ def estimate_refined_llc(
     mask costs the memory of one run); the data and w* are shared. Time: each step
     computes every mask's full gradient (a masked-out weight is not moved but is still
     differentiated), so k masks cost about k single runs' arithmetic, in one program
-    with no per-call overhead. With ``step_size="auto"``, ``num_burnin_steps="auto"``
-    or ``chunk_draws`` the masks run one after the other (each calibrates and burns in
-    on its own), still each equal to its own ``estimate_llc`` call.
+    with no per-call overhead. With ``step_size="auto"``, ``num_burnin_steps="auto"``,
+    ``chunk_draws`` or observables the masks run one after the other (each calibrates and
+    burns in on its own), still each equal to its own ``estimate_llc`` call.
 
     Args:
         rng_key: a JAX PRNG key, shared by every mask (common random numbers).
@@ -86,6 +86,8 @@ def estimate_refined_llc(
         s.step_size == "auto"
         or s.auto_burnin
         or s.chunk_draws
+        or s.observables
+        or s.per_sample_observables
         or not samplers.CAPABILITIES[s.sampler].step_size
     ):
         return {

@@ -159,7 +159,7 @@ def _observables(plan: Plan, out: RunOutput, nbeta: float, diverged: np.ndarray)
         return None
     found = {}
     for name, init in plan.observed_init.items():
-        delta = np.asarray(out.observed[name])
+        delta = np.asanyarray(out.observed[name])  # a memory map when streamed
         per_sample = np.ndim(init) > 0
         mean = delta.reshape(*delta.shape[:2], -1).astype(np.float64).mean(axis=2)
         per_chain = np.where(diverged, np.nan, nbeta * mean.mean(axis=1))

@@ -78,6 +78,7 @@ class Settings:
     per_sample_observables: dict | None = None
     per_sample_loss_fn: Any = None
     max_per_sample_bytes: int = 2**30
+    per_sample_path: Any = None
     mesh: Any = None
     param_specs: Any = None
 

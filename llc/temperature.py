@@ -89,7 +89,8 @@ def estimate_llc_multitemp(
         num_temperatures: how many default temperatures (>= 2).
         **settings: the keywords of :func:`llc.estimate_llc` but ``nbeta`` (set by
             ``nbetas``), ``escape_direction``, ``held_directions``, ``num_devices``,
-            ``chunk_draws``, ``max_burnin_steps`` and ``progress_bar``. ``step_size`` is
+            ``chunk_draws``, ``max_burnin_steps``, ``progress_bar``, the observables'
+            and the mesh's. ``step_size`` is
             one number for all temperatures (choose it for the largest nbeta), the burn-in
             a fixed count, and ``localization`` the same at every temperature.
 
@@ -184,5 +185,12 @@ _REFUSED = (
     "chunk_draws",
     "max_burnin_steps",
     "progress_bar",
+    "observables",
+    "per_sample_observables",
+    "per_sample_loss_fn",
+    "max_per_sample_bytes",
+    "per_sample_path",
+    "mesh",
+    "param_specs",
 )
 estimate_llc_multitemp.__signature__ = signature(estimate_llc_multitemp, refuse=_REFUSED)

@@ -69,10 +69,11 @@ def estimate_llc_trajectory(
             on every leaf (e.g. ``jax.tree.map(lambda *p: jnp.stack(p), *param_list)``).
         data: a pytree of arrays with a leading sample axis.
         **settings: the keywords of :func:`llc.estimate_llc` but ``escape_direction``,
-            ``held_directions``, ``num_devices``, ``chunk_draws``, ``max_burnin_steps``
-            and ``progress_bar``. ``step_size`` is one number for all checkpoints
-            (calibrate it at the last checkpoint with :func:`llc.calibrate`, where the
-            curvature is usually largest) and the burn-in a fixed count.
+            ``held_directions``, ``num_devices``, ``chunk_draws``, ``max_burnin_steps``,
+            ``progress_bar``, the observables' and the mesh's. ``step_size`` is one number
+            for all checkpoints (calibrate it at the last checkpoint with
+            :func:`llc.calibrate`, where the curvature is usually largest) and the burn-in a
+            fixed count.
 
     Returns:
         A :class:`TrajectoryResult`.
@@ -177,5 +178,12 @@ _REFUSED = (
     "chunk_draws",
     "max_burnin_steps",
     "progress_bar",
+    "observables",
+    "per_sample_observables",
+    "per_sample_loss_fn",
+    "max_per_sample_bytes",
+    "per_sample_path",
+    "mesh",
+    "param_specs",
 )
 estimate_llc_trajectory.__signature__ = signature(estimate_llc_trajectory, refuse=_REFUSED)

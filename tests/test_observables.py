@@ -103,3 +103,25 @@ def test_observables_are_checked_and_sized_before_compiling():
     with pytest.raises(KeyError, match="no observable 'z'"):
         r = llc.estimate_llc(*args, step_size=1e-4, num_draws=20, num_burnin_steps=0)
         llc.loss_kernel(r, "z")
+
+
+def test_per_sample_losses_stream_to_files_and_equal_the_in_memory_run(tmp_path):
+    x, y, w_star = _problem()
+    args = (jax.random.key(4), _loss, jnp.asarray(w_star), (jnp.asarray(x), jnp.asarray(y)))
+    kw = dict(
+        step_size=1e-4,
+        batch_size=50,
+        num_chains=2,
+        num_draws=60,
+        num_burnin_steps=10,
+        per_sample_observables={"s": (x[:7], y[:7])},
+        observables={"q": (x[:20], y[:20])},
+    )
+    held = llc.estimate_llc(*args, **kw)
+    # 2 chains x 7 samples x 4 bytes = 56 bytes a draw: chunks of 10 draws fit 600 bytes
+    streamed = llc.estimate_llc(*args, per_sample_path=tmp_path, max_per_sample_bytes=600, **kw)
+    delta = streamed.observables["s"].delta
+    assert isinstance(delta, np.memmap) and (tmp_path / "s.npy").exists()
+    np.testing.assert_allclose(delta, held.observables["s"].delta, rtol=1e-6)
+    np.testing.assert_allclose(streamed.loss_trace, held.loss_trace, rtol=1e-6)
+    np.testing.assert_allclose(llc.loss_kernel(streamed, "s"), llc.loss_kernel(held, "s"))
