@@ -178,7 +178,7 @@ class LLCResult(NamedTuple):
 
         :func:`less_step_bias` of ``llc_mean`` and ``predicted_step_bias``: the estimate
         with the discretisation and minibatch-noise bias of the quadratic model
-        (:func:`llc.calibration.predicted_bias_at`, evaluated where each chain ended)
+        (:func:`llc.step_bias.predicted_bias_at`, evaluated where each chain ended)
         removed; the second-order remainder is about the square of that bias. None
         when no bias was predicted (NUTS, or every chain diverged).
 
