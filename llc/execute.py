@@ -95,7 +95,10 @@ def execute_chunks(plan: Plan, hyper, config, resume=None, burnin_trace=None) ->
             done += size
             next_step = config.num_burnin_steps + config.num_steps_bw_draws * done
             resume = (states, first_bad, jax.numpy.int32(next_step), jax.numpy.int32(done))
-            host = mesh.to_host(out._replace(final_carry=()))
+            # the traces to the host; the chains' end points stay on the devices (no host
+            # copy of the parameters per chain: the step-size bias model reads them there)
+            host = mesh.to_host(out._replace(final_carry=(), final_position=()))
+            host = host._replace(final_position=out.final_position)
             parts.append(host._replace(observed=stream.write(host.observed, done - size)))
             if np.all(parts[-1].first_nonfinite_step >= 0):
                 break  # every chain diverged: nothing left to sample
