@@ -128,33 +128,10 @@ def _sgld_init(position, options):
     return sgld.init(position)
 
 
-def _sgld_step(
-    rng_key,
-    state,
-    loss_fn,
-    batch,
-    *,
-    step_size,
-    nbeta,
-    localization,
-    anchor,
-    held,
-    options,
-    mask=None,
-):
+def _sgld_step(rng_key, state, loss_fn, batch, *, options, **settings):
+    """The SGLD kernel (``settings``: step_size, nbeta, localization, anchor, held, mask)."""
     del options
-    return _sgld_kernel(
-        rng_key,
-        state,
-        loss_fn,
-        batch,
-        step_size=step_size,
-        nbeta=nbeta,
-        localization=localization,
-        anchor=anchor,
-        held=held,
-        mask=mask,
-    )
+    return _sgld_kernel(rng_key, state, loss_fn, batch, **settings)
 
 
 def _sgld_scale(state, step_size, options):
