@@ -22,6 +22,22 @@ from llc import samplers
 __all__ = ["REQUIRED", "Settings", "default_nbeta"]
 
 REQUIRED = inspect.Parameter.empty  # a keyword without a default (step_size)
+# what the entry points that stack runs in one program (checkpoints, temperatures) refuse
+STACKED_RUN_REFUSES = (
+    "escape_direction",
+    "held_directions",
+    "num_devices",
+    "chunk_draws",
+    "max_burnin_steps",
+    "progress_bar",
+    "observables",
+    "per_sample_observables",
+    "per_sample_loss_fn",
+    "max_per_sample_bytes",
+    "per_sample_path",
+    "mesh",
+    "param_specs",
+)
 AUTO_BURNIN_WINDOWS = 128  # num_burnin_steps="auto": default cap, in windows of the draws
 
 

@@ -27,7 +27,7 @@ from llc import loop, mesh, samplers
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
 from llc.plan import make_plan
 from llc.report import assemble
-from llc.settings import Settings, signature
+from llc.settings import STACKED_RUN_REFUSES, Settings, signature
 
 __all__ = ["MultiTemperatureResult", "estimate_llc_multitemp", "default_nbetas"]
 
@@ -177,20 +177,5 @@ def estimate_llc_multitemp(
     )
 
 
-_REFUSED = (
-    "nbeta",
-    "escape_direction",
-    "held_directions",
-    "num_devices",
-    "chunk_draws",
-    "max_burnin_steps",
-    "progress_bar",
-    "observables",
-    "per_sample_observables",
-    "per_sample_loss_fn",
-    "max_per_sample_bytes",
-    "per_sample_path",
-    "mesh",
-    "param_specs",
-)
+_REFUSED = ("nbeta", *STACKED_RUN_REFUSES)
 estimate_llc_multitemp.__signature__ = signature(estimate_llc_multitemp, refuse=_REFUSED)

@@ -12,7 +12,7 @@ from llc import loop, mesh, samplers
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
 from llc.plan import make_plan
 from llc.report import assemble
-from llc.settings import Settings, signature
+from llc.settings import STACKED_RUN_REFUSES, Settings, signature
 from llc.step_bias import end_step_bias
 
 __all__ = ["TrajectoryResult", "estimate_llc_trajectory"]
@@ -171,19 +171,5 @@ def estimate_llc_trajectory(
     )
 
 
-_REFUSED = (
-    "escape_direction",
-    "held_directions",
-    "num_devices",
-    "chunk_draws",
-    "max_burnin_steps",
-    "progress_bar",
-    "observables",
-    "per_sample_observables",
-    "per_sample_loss_fn",
-    "max_per_sample_bytes",
-    "per_sample_path",
-    "mesh",
-    "param_specs",
-)
+_REFUSED = STACKED_RUN_REFUSES
 estimate_llc_trajectory.__signature__ = signature(estimate_llc_trajectory, refuse=_REFUSED)
