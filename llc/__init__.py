@@ -10,6 +10,7 @@ from llc.models import from_linen, from_nnx
 from llc.observables import bif, loss_kernel, susceptibilities
 from llc.refine import RefineResult, refine_to_minimum
 from llc.refined import estimate_refined_llc
+from llc.relabel import Relabelling, relabel
 from llc.report import llc_from_losses
 from llc.result import CalibrationResult, LLCResult, load_result
 from llc.settings import default_nbeta
@@ -24,6 +25,7 @@ __all__ = [
     "LLCResult",
     "MultiTemperatureResult",
     "RefineResult",
+    "Relabelling",
     "TrajectoryResult",
     "calibrate",
     "default_nbeta",
@@ -44,6 +46,7 @@ __all__ = [
     "masks",
     "plot",
     "refine_to_minimum",
+    "relabel",
     "samplers",
     "susceptibilities",
     "sgld",

@@ -95,6 +95,14 @@ def check_params(params) -> int:
     for path, leaf in leaves:
         where = "params" + jax.tree_util.keystr(path)
         arr = np.asarray(leaf)
+        if arr.dtype in (jnp.bfloat16, np.float16):
+            msg = (
+                f"{where} has dtype {arr.dtype}, which llc does not support: the estimate "
+                "is a difference of losses, nbeta (L(w) - L(w*)), far below 16-bit "
+                "resolution. Cast to float32, e.g. jax.tree.map(lambda x: "
+                "x.astype(jnp.float32), params), and compute the loss in float32."
+            )
+            raise TypeError(msg)
         if not np.issubdtype(arr.dtype, np.floating):
             msg = (
                 f"{where} has dtype {arr.dtype}; every leaf of params must be a "
@@ -152,6 +160,17 @@ def check_finite_loss(value: float) -> None:
         msg = (
             f"loss_fn at params (the full-data loss L_n(w*)) is {value}; the LLC needs a "
             "finite loss at w*. Check params and data."
+        )
+        raise ValueError(msg)
+
+
+def check_finite_gradient(norm: float) -> None:
+    """The full-data gradient at w* must be finite."""
+    if not math.isfinite(norm):
+        msg = (
+            f"the gradient of loss_fn at params (the full-data grad L_n(w*)) has norm {norm}; "
+            "the LLC needs a differentiable loss at w*. Check params and data, and "
+            "functions like sqrt or log at 0 in loss_fn."
         )
         raise ValueError(msg)
 

@@ -1,4 +1,4 @@
-"""Is w* a point where the LLC means something? Hessian probe + gradient + sampling result.
+"""Is w* a point where the LLC means something? Curvature, lower loss, and the remedy.
 
 The LLC is defined at a local minimum. In the quadratic picture (slt-reference.md 4.1)
 the localized tempered posterior has precision ``p_i = nbeta mu_i + gamma`` along each
@@ -7,9 +7,11 @@ Hessian eigendirection: it exists only if every ``p_i > 0`` (confinement,
 
     E[lambda_hat] = sum_i [ 0.5 nbeta mu_i / p_i - (nbeta g_i)^2 (gamma + 0.5 nbeta mu_i) / p_i^2 ]
 
-with ``g`` the gradient at w*. :func:`diagnose` estimates each piece with
-Hessian-vector products: the extremes and the density from :func:`hessian_spectrum`,
-the gradient term by Lanczos quadrature started at ``g``.
+with ``g`` the gradient at w*. :func:`diagnose` decides each question at the resolution
+that matters for the estimate (``nbeta |mu|`` against ``gamma``, see
+:mod:`llc.saddle_probe`), proves negative curvature with a Rayleigh quotient, says what
+confined negative curvature costs the estimate, looks for lower loss beyond second
+order with short localized chains, and checks its remedy before offering it.
 """
 
 import math
@@ -23,49 +25,82 @@ from jax.flatten_util import ravel_pytree
 
 from llc import _chunks
 from llc import _validation as check
+from llc._diagnosis_text import evidence_for, verdict_and_remedy
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
-from llc.flags import Evidence
-from llc.hessian import HessianSpectrum, full_data_flat_matvec, hessian_spectrum
+from llc.hessian import HessianSpectrum, checked_point, full_data_flat_matvec
 from llc.lanczos import lanczos
 from llc.result import LLCResult
+from llc.saddle_probe import (
+    Certificate,
+    LowerLoss,
+    NullSearch,
+    probe_lower_loss,
+    resolve_smallest,
+    search_null_directions,
+)
 from llc.settings import default_nbeta
 
-__all__ = ["Diagnosis", "diagnose"]
+__all__ = ["MATERIAL", "Diagnosis", "diagnose"]
+
+MATERIAL = 0.05
+"""Confined negative curvature is flagged when it moves the estimate by more than this
+share of the rest (its quadratic-model contribution, ``0.5 nbeta mu / p`` summed)."""
 
 
 class Diagnosis(NamedTuple):
     """What :func:`diagnose` returns.
 
     Attributes:
-        flags: short names of the problems found (empty: w* looks like a minimum).
+        flags: short names of the problems found (empty: no test found a problem).
         evidence: for each flag, its :class:`llc.Evidence` (the numbers behind it).
-        verdict: one line for the user.
+        verdict: one line for the user, saying what was tested.
         remedy: what to do, with numbers ("" when nothing is needed).
-        spectrum: the Hessian probe.
+        estimate_kwargs: keyword arguments for :func:`llc.estimate_llc` that apply the
+            remedy (``{}`` when none is needed or none was verified).
+        spectrum: the Hessian probe (the last, longest Lanczos run).
+        certificate: a :class:`llc.saddle_probe.Certificate` proving negative curvature,
+            or None.
+        decided: False when the Lanczos budget ran out before the smallest eigenvalue
+            was resolved (flag ``undecided``).
+        lower_loss: the short chains' :class:`llc.saddle_probe.LowerLoss`, or None when
+            they did not run.
+        null_search: the line search along near-null Hessian directions
+            (:class:`llc.saddle_probe.NullSearch`), or None when it did not run.
         grad_norm: ``||grad L_n(w*)||``.
         gradient_bias: predicted shift of E[lambda_hat] from the gradient (<= 0), or NaN
             when the posterior is not confined.
         lambda_quadratic: the quadratic-model E[lambda_hat] without the gradient term,
             ``0.5 tr(nbeta H (nbeta H + gamma)^-1)`` (NaN when not confined).
+        negative_contribution: the part of ``lambda_quadratic`` from the negative
+            eigenvalues (<= 0; NaN when not confined).
+        negative_contribution_stderr: its standard error across the density probes.
         min_localization: the smallest localization that confines every direction
             (``nbeta * |mu_min|``, 0 if there is no negative curvature).
         negative_directions: estimated number of eigenvalues below ``-tolerance``.
-        tolerance: eigenvalues with ``|mu| <= tolerance`` are treated as zero.
+        tolerance: the resolution: eigenvalues with ``|mu| <= tolerance`` count as zero
+            (``0.1 gamma / nbeta``: they move the estimate by less than 0.05 each).
         nbeta: the nbeta assumed.
         localization: the localization assumed.
         num_matvecs: Hessian-vector products spent.
-        cost_in_sgld_steps: the probe's cost in SGLD steps (a Hessian-vector product
-            on n samples ~ 2 n / batch steps).
+        cost_in_sgld_steps: the whole diagnosis in minibatch SGLD steps (a full-data
+            Hessian-vector product ~ 2 n / batch steps), the short chains included.
     """
 
     flags: tuple
     evidence: dict
     verdict: str
     remedy: str
+    estimate_kwargs: dict
     spectrum: HessianSpectrum
+    certificate: Certificate | None
+    decided: bool
+    lower_loss: LowerLoss | None
+    null_search: NullSearch | None
     grad_norm: float
     gradient_bias: float
     lambda_quadratic: float
+    negative_contribution: float
+    negative_contribution_stderr: float
     min_localization: float
     negative_directions: int
     tolerance: float
@@ -87,6 +122,20 @@ def _gradient_quadrature(rng_key, loss_fn, params, data, num_matvecs, chunk):
     return norm, theta, vecs[0] ** 2
 
 
+def _quadratic_model(spec, nbeta, gamma, tol):
+    """``(lambda_quadratic, negative part, its stderr)`` from the SLQ density.
+
+    The negative part sums every negative node, those below the resolution too: many
+    tiny negative eigenvalues can add up to a material share.
+    """
+    nodes, w, d = spec.nodes, spec.weights, spec.num_params
+    share = nbeta * nodes / (nbeta * nodes + gamma)
+    per_probe = 0.5 * d * np.sum(w * share, axis=1)
+    neg = 0.5 * d * np.sum(np.where(nodes < 0, w * share, 0.0), axis=1)
+    se = float(np.std(neg, ddof=1) / math.sqrt(len(neg))) if len(neg) > 1 else math.nan
+    return float(np.mean(per_probe)), float(np.mean(neg)), se
+
+
 def diagnose(
     rng_key: PRNGKey,
     loss_fn: LossFn,
@@ -96,12 +145,26 @@ def diagnose(
     nbeta: float | None = None,
     localization: float = 1.0,
     result: LLCResult | None = None,
+    step_size: float | None = None,
+    batch_size: int | None = None,
     k: int = 5,
-    num_matvecs: int = 50,
-    num_probes: int = 4,
+    num_matvecs: int = 40,
+    max_matvecs: int = 320,
+    num_probes: int = 2,
+    probe_steps: int = 200,
     eval_batch_size: int = 8192,
 ) -> Diagnosis:
     """Check that the LLC at ``params`` is meaningful, and say why not and what to do.
+
+    1. Curvature: Lanczos, lengthened until the smallest eigenvalue is decided at the
+       resolution ``0.1 gamma / nbeta``; a negative Rayleigh quotient is reported as a
+       certificate whatever its residual; confined negative curvature is flagged only
+       when its contribution to the estimate is material (more than 5% of the rest).
+    2. Beyond second order: when no negative curvature is found, a few short localized
+       chains (``probe_steps`` steps at the sampler's scale) look for lower full-data
+       loss; what they find is flagged ``higher_order_saddle``.
+    3. The remedy: a localization that confines the chains, verified by the same short
+       chains before it is offered, as ``estimate_kwargs``.
 
     Args:
         rng_key: a JAX PRNG key.
@@ -110,14 +173,25 @@ def diagnose(
         data: the data (the full-data loss L_n is probed).
         nbeta: as for :func:`llc.estimate_llc` (default n / log n, or the result's).
         localization: gamma (default 1, or the result's).
-        result: an :class:`llc.LLCResult` at the same point, whose flags are merged in.
+        result: an :class:`llc.LLCResult` at the same point: its flags are merged in, and
+            its step size and batch size are the short chains'.
+        step_size: the short chains' step (default: the result's, else
+            ``0.1 / (nbeta mu_max + gamma)``, well inside the stability bound).
+        batch_size: the short chains' minibatch (default: the result's, else
+            ``min(n, 1024)``).
         k: extreme eigenvalues to compute.
-        num_matvecs: Lanczos steps per probe.
-        num_probes: probes for the density (the first also gives the extremes).
-        eval_batch_size: rows per Hessian-vector product chunk.
+        num_matvecs: Lanczos steps of the first run (doubled until decided).
+        max_matvecs: the longest Lanczos run; beyond it the verdict is ``undecided``.
+        num_probes: Lanczos probes for the density (the first also gives the extremes).
+        probe_steps: steps of each short chain (0: no lower-loss probe).
+        eval_batch_size: rows per full-data evaluation chunk.
 
     Returns:
         A :class:`Diagnosis`.
+
+    Raises:
+        TypeError, ValueError: on bad input (non-finite loss or gradient at ``params``
+            included), with :func:`llc.estimate_llc`'s messages.
 
     Examples:
         A saddle whose negative direction the localizer cannot hold:
@@ -128,153 +202,221 @@ def diagnose(
         >>> report = diagnose(jax.random.key(0), loss_fn, jnp.zeros(3), jnp.zeros((1000, 1)))
         >>> report.flags
         ('negative_curvature', 'unconfined')
-        >>> round(report.min_localization, 3)
-        1.448
+        >>> round(report.min_localization, 3), report.estimate_kwargs["localization"] > 1.448
+        (1.448, True)
     """
-    n = check.check_data(data)
-    d = check.check_params(params)
+    params, n, d, chunk, init_loss, g_norm = checked_point(
+        rng_key, loss_fn, params, data, eval_batch_size
+    )
+    data = jax.tree.map(jnp.asarray, data)
     if result is not None:
         nbeta = result.nbeta if nbeta is None else nbeta
         localization = result.localization
+        step_size = result.step_size if step_size is None else step_size
+        batch_size = result.batch_size if batch_size is None else batch_size
     nbeta = check.check_real(
         "nbeta", default_nbeta(n) if nbeta is None else nbeta, allow_zero=False
     )
     gamma = check.check_real("localization", localization, allow_zero=True)
-    chunk = min(check.check_count("eval_batch_size", eval_batch_size, minimum=1), n)
     m = min(check.check_count("num_matvecs", num_matvecs, minimum=2), d)
-    spec_key, grad_key = jax.random.split(rng_key)
-    spec = hessian_spectrum(
+    top = max(check.check_count("max_matvecs", max_matvecs, minimum=2), m)
+    probe_steps = check.check_count("probe_steps", probe_steps, minimum=0)
+    spec_key, grad_key, chain_key = jax.random.split(rng_key, 3)
+    spec, tol, decided, cert, spent = resolve_smallest(
         spec_key,
         loss_fn,
         params,
         data,
-        k=k,
+        nbeta=nbeta,
+        localization=gamma,
+        k=check.check_count("k", k, minimum=1),
         num_matvecs=m,
-        num_probes=num_probes,
-        eigenvectors=True,
-        eval_batch_size=chunk,
+        max_matvecs=top,
+        num_probes=check.check_count("num_probes", num_probes, minimum=1),
+        chunk=chunk,
     )
-    params = jax.tree.map(jnp.asarray, params)
-    g_norm, g_nodes, g_weights = jax.tree.map(
-        np.asarray, _gradient_quadrature(grad_key, loss_fn, params, data, m, chunk)
+    m_grad = min(m, d)
+    _, g_nodes, g_weights = jax.tree.map(
+        np.asarray, _gradient_quadrature(grad_key, loss_fn, params, data, m_grad, chunk)
     )
-    g_norm = float(g_norm)
+    spent += m_grad
 
-    mu_min, mu_max = spec.min_eigenvalue, spec.max_eigenvalue
-    tol = spec.zero_tolerance
-    negative = mu_min < -tol
+    mu_min = min(spec.min_eigenvalue, cert.rayleigh_quotient) if cert else spec.min_eigenvalue
+    negative = cert is not None
     min_gamma = nbeta * abs(mu_min) if negative else 0.0
     confined = gamma > min_gamma
-    neg_count = int(round(spec.negative_fraction() * d)) if negative else 0
-    neg_count = max(neg_count, int(np.sum(spec.smallest < -tol))) if negative else 0
+    neg_count = 0
+    if negative:
+        neg_count = max(
+            int(round(spec.fraction_below(-tol) * d)), int(np.sum(spec.smallest < -tol)), 1
+        )
 
+    lam_quad = grad_bias = neg_part = neg_se = math.nan
     if confined:
-        nodes, w = spec.nodes, spec.weights
-        lam_quad = 0.5 * d * float(np.mean(np.sum(w * nbeta * nodes / (nbeta * nodes + gamma), 1)))
+        lam_quad, neg_part, neg_se = _quadratic_model(spec, nbeta, gamma, tol)
         p = nbeta * g_nodes + gamma
         shape = (gamma + 0.5 * nbeta * g_nodes) / p**2
         grad_bias = -((nbeta * g_norm) ** 2) * float(np.sum(g_weights * shape))
-    else:
-        lam_quad = grad_bias = math.nan
+    material = (negative and not confined) or (
+        confined and abs(neg_part) > MATERIAL * max(lam_quad - neg_part, 0.5)
+    )
 
-    flags, evidence = [], {}
-    if negative:
-        flags.append("negative_curvature")
-        evidence["negative_curvature"] = Evidence(
-            "negative_curvature",
-            f"smallest Hessian eigenvalue {mu_min:.4g}; about {neg_count} below -{tol:.2g}",
-            {"mu_min": mu_min, "mu_max": mu_max, "count": neg_count, "tolerance": tol},
-            f"Ritz residual {spec.smallest_residuals[0]:.2g}; largest eigenvalue {mu_max:.4g}: "
-            "w* is a saddle, not a minimum.",
+    if material and not negative:  # many negative eigenvalues, each below the resolution
+        neg_count = int(round(spec.fraction_below(0.0) * d))
+    batch = batch_size if batch_size is not None else min(n, 1024)
+    eps = step_size
+    if eps is None:
+        eps = 0.1 / (nbeta * max(spec.max_eigenvalue, 0.0) + max(gamma, 1e-12))
+
+    def chains(key, gamma_try):
+        # the step shrinks with a stronger localizer (stability: eps (nbeta mu + gamma) < 4)
+        return probe_lower_loss(
+            key,
+            loss_fn,
+            params,
+            data,
+            init_loss=init_loss,
+            nbeta=nbeta,
+            localization=gamma_try,
+            step_size=min(eps, 0.1 / (nbeta * max(spec.max_eigenvalue, 0.0) + gamma_try)),
+            num_steps=probe_steps,
+            batch_size=batch,
+            chunk=chunk,
         )
+
+    scale = max(lam_quad, 0.5) if confined else 0.5
+    large_gradient = (confined and -grad_bias > 0.1 * scale) or (
+        not confined and nbeta * g_norm > math.sqrt(max(gamma, 1e-12))
+    )
+    lower = null = None
+    if decided and not material and not large_gradient:
+        null = search_null_directions(
+            jax.random.fold_in(chain_key, 2),
+            loss_fn,
+            params,
+            data,
+            spec,
+            init_loss=init_loss,
+            nbeta=nbeta,
+            localization=gamma,
+            tolerance=tol,
+            chunk=chunk,
+        )
+        if probe_steps:
+            lower = chains(chain_key, gamma)
+    higher_order = (lower is not None and lower.found) or (null is not None and null.found)
+
+    kwargs, tried = {}, []
+    if probe_steps and ((negative and not confined) or higher_order):
+        kwargs, tried = _verified_localization(
+            jax.random.fold_in(chain_key, 1), chains, gamma, min_gamma, _found(lower, null)
+        )
+
+    facts = {
+        "mu_min": mu_min,
+        "mu_max": spec.max_eigenvalue,
+        "count": neg_count,
+        "tolerance": tol,
+        "cert": cert,
+        "nbeta": nbeta,
+        "gamma": gamma,
+        "min_gamma": min_gamma,
+        "g_norm": g_norm,
+        "grad_bias": grad_bias,
+        "lam_quad": lam_quad,
+        "neg_part": neg_part,
+        "neg_se": neg_se,
+        "lower": lower,
+        "null": null,
+        "found": _found(lower, null),
+        "spec": spec,
+        "spent": spent,
+        "max_matvecs": top,
+        "kwargs": kwargs,
+        "tried": tried,
+        "d": d,
+    }
+    flags = []
+    if material:
+        flags.append("negative_curvature")
     if negative and not confined:
         flags.append("unconfined")
-        evidence["unconfined"] = Evidence(
-            "unconfined",
-            f"localization {gamma:g} <= nbeta |mu_min| = {min_gamma:.4g}",
-            {"localization": gamma, "min_localization": min_gamma, "nbeta": nbeta},
-            f"nbeta * |mu_min| = {nbeta:.4g} * {abs(mu_min):.4g}: the localized posterior "
-            "does not exist along the negative direction; chains slide to lower loss and the "
-            "estimate is meaningless.",
-        )
-    scale = max(lam_quad, 0.5) if confined else 0.5
-    if confined and -grad_bias > 0.1 * scale:
+    if not decided:
+        flags.append("undecided")
+    if higher_order:
+        flags.append("higher_order_saddle")
+    if large_gradient:
         flags.append("large_gradient")
-        evidence["large_gradient"] = Evidence(
-            "large_gradient",
-            f"||grad L_n(w*)|| = {g_norm:.4g} shifts E[lambda_hat] by {grad_bias:.4g}",
-            {"grad_norm": g_norm, "gradient_bias": grad_bias, "lambda_quadratic": lam_quad},
-            f"w* is not a critical point. The gradient shifts E[lambda_hat] by {grad_bias:.4g} "
-            f"(quadratic model), against {lam_quad:.4g} from the curvature alone.",
-        )
-    elif not confined and g_norm > 0 and nbeta * g_norm > math.sqrt(max(gamma, 1e-12)):
-        flags.append("large_gradient")
-        evidence["large_gradient"] = Evidence(
-            "large_gradient",
-            f"||grad L_n(w*)|| = {g_norm:.4g}: w* is not a critical point",
-            {"grad_norm": g_norm},
-        )
+    evidence = {f: evidence_for(f, facts) for f in flags}
     if result is not None:
         for flag in result.flags:
             if flag not in evidence:
                 flags.append(flag)
                 evidence[flag] = result.evidence[flag]
+    verdict, remedy = verdict_and_remedy(flags, facts, probe_steps > 0)
 
-    verdict, remedy = _verdict(flags, mu_min, neg_count, min_gamma, gamma, g_norm, lam_quad)
-    batch = (result.batch_size if result is not None else None) or n
-    cost = (spec.num_matvecs + m) * 2.0 * n / batch
+    per_matvec = 2.0 * n / (batch_size or n) if result is not None else 2.0 * n / batch
+    cost = spent * per_matvec + (lower.cost_in_sgld_steps if lower else 0.0)
+    cost += (null.num_evaluations * per_matvec / 4) if null else 0.0  # a loss ~ 1/4 HVP
+    cost += sum(t["cost"] for t in tried)
     return Diagnosis(
         flags=tuple(flags),
         evidence=evidence,
         verdict=verdict,
         remedy=remedy,
+        estimate_kwargs=kwargs,
         spectrum=spec,
+        certificate=cert,
+        decided=decided,
+        lower_loss=lower,
+        null_search=null,
         grad_norm=g_norm,
         gradient_bias=grad_bias,
         lambda_quadratic=lam_quad,
+        negative_contribution=neg_part,
+        negative_contribution_stderr=neg_se,
         min_localization=min_gamma,
         negative_directions=neg_count,
         tolerance=tol,
         nbeta=nbeta,
         localization=gamma,
-        num_matvecs=spec.num_matvecs + m,
+        num_matvecs=spent,
         cost_in_sgld_steps=cost,
     )
 
 
-def _verdict(flags, mu_min, neg_count, min_gamma, gamma, g_norm, lam_quad):
-    if "unconfined" in flags:
-        return (
-            f"w* is a saddle (about {neg_count} negative directions, mu_min = {mu_min:.3g}) and "
-            f"localization {gamma:g} does not confine the sampler: the LLC estimate is not "
-            "meaningful.",
-            f"Raise localization above {min_gamma:.4g} (e.g. {2 * min_gamma:.4g}; this lowers "
-            "the estimate in every direction, so compare only at equal localization); or "
-            "hold only the negative directions: estimate_llc(..., held_directions="
-            f"(report.spectrum.smallest_eigenvectors[:{max(neg_count, 1)}], strengths)) with "
-            f"strengths above nbeta |mu_i| - localization (e.g. {2 * min_gamma:.4g}), which "
-            "gives the LLC of the other directions beside the saddle's index; or refine w* "
-            "to a nearby minimum (llc.refine_to_minimum) and estimate there.",
+def _found(lower, null):
+    """The larger of the two lower-loss findings, as ``(loss_drop, distance)``, or None."""
+    hits = [(x.loss_drop, x.distance) for x in (lower, null) if x is not None and x.found]
+    return min(hits) if hits else None
+
+
+def _verified_localization(rng_key, chains, gamma, min_gamma, lower, tries: int = 6):
+    """The smallest tried localization under which the short chains find no lower loss.
+
+    Starts at twice the quadratic threshold (or, beyond second order, where the
+    localizer's pull ``gamma r^2 / 2`` at the distance of the lower point matches its
+    drop), and multiplies by 4 until the chains neither escape nor diverge and their mean
+    ``nbeta (L - L*)`` is non-negative: the quadratic threshold is only a lower bound
+    away from w*.
+    """
+    start = 2.0 * min_gamma
+    if lower is not None and lower[1] > 0:
+        start = max(start, 4.0 * gamma, 4.0 * abs(lower[0]) / lower[1] ** 2)
+    tried, value = [], max(start, 2.0 * gamma)
+    for i in range(tries):
+        out = chains(jax.random.fold_in(rng_key, i), value)
+        tried.append(
+            {
+                "localization": value,
+                "found": out.found,
+                "loss_drop": out.loss_drop,
+                "diverged": out.diverged,
+                "mean_excess": out.mean_excess,
+                "cost": out.cost_in_sgld_steps,
+            }
         )
-    if "negative_curvature" in flags:
-        return (
-            f"w* is a saddle (about {neg_count} negative directions, mu_min = {mu_min:.3g}), "
-            f"held by localization {gamma:g} > {min_gamma:.4g}: the estimate includes "
-            "negative contributions from those directions.",
-            "Report it with the saddle's index, or refine w* to a nearby minimum.",
-        )
-    if "large_gradient" in flags:
-        return (
-            f"w* is not a critical point (||grad|| = {g_norm:.3g}): chains drift to lower "
-            "loss and the estimate is biased low.",
-            "Train further (or refine w* to a nearby minimum) before estimating the LLC.",
-        )
-    if flags:
-        return "The sampling result is flagged: " + ", ".join(
-            flags
-        ) + ".", "See the evidence of each flag."
-    return (
-        "w* looks like a local minimum: no negative curvature, gradient negligible"
-        + (f"; quadratic-model LLC {lam_quad:.4g}." if math.isfinite(lam_quad) else "."),
-        "",
-    )
+        if not out.found and not out.diverged and out.mean_excess >= 0:
+            return {"localization": float(value)}, tried
+        value *= 4.0
+    return {}, tried

@@ -188,6 +188,34 @@ class HessianSpectrum(NamedTuple):
         return self.fraction_below(-self.zero_tolerance)
 
 
+@partial(jax.jit, static_argnames=("loss_fn", "chunk"))
+def _value_and_grad_norm(loss_fn, params, data, chunk):
+    value, grad = jax.value_and_grad(lambda p: _chunks.mean(lambda b: loss_fn(p, b), data, chunk))(
+        params
+    )
+    return value, jnp.linalg.norm(ravel_pytree(grad)[0])
+
+
+def checked_point(rng_key, loss_fn, params, data, eval_batch_size) -> tuple:
+    """The checks every probe of a point makes, with :func:`llc.estimate_llc`'s messages.
+
+    Returns:
+        ``(params as arrays, n, d, chunk, L_n(w*), ||grad L_n(w*)||)``.
+    """
+    check.check_key(rng_key)
+    check.check_callable(loss_fn)
+    d = check.check_params(params)
+    n = check.check_data(data)
+    chunk = min(check.check_count("eval_batch_size", eval_batch_size, minimum=1), n)
+    check.check_loss_shape(loss_fn, params, jax.tree.map(lambda x: x[:1], data))
+    params = jax.tree.map(jnp.asarray, params)
+    data = jax.tree.map(jnp.asarray, data)
+    value, norm = (float(v) for v in _value_and_grad_norm(loss_fn, params, data, chunk))
+    check.check_finite_loss(value)
+    check.check_finite_gradient(norm)
+    return params, n, d, chunk, value, norm
+
+
 def full_data_flat_matvec(loss_fn: LossFn, params: ArrayTree, data: Batch, chunk: int):
     """``v -> H v`` on flat vectors for the full-data mean loss, summed over chunks."""
     flat, unravel = ravel_pytree(params)
@@ -258,17 +286,10 @@ def hessian_spectrum(
         >>> round(spec.min_eigenvalue, 4), round(spec.max_eigenvalue, 4), round(spec.trace, 4)
         (-0.5, 3.0, 5.5)
     """
-    d = check.check_params(params)
-    check.check_data(data)
-    check.check_loss_shape(loss_fn, params, data)
+    params, _, d, chunk, _, _ = checked_point(rng_key, loss_fn, params, data, eval_batch_size)
     num_probes = check.check_count("num_probes", num_probes, minimum=1)
     k = check.check_count("k", k, minimum=1)
     m = min(check.check_count("num_matvecs", num_matvecs, minimum=2), d)
-    chunk = min(
-        check.check_count("eval_batch_size", eval_batch_size, minimum=1),
-        jax.tree.leaves(data)[0].shape[0],
-    )
-    params = jax.tree.map(jnp.asarray, params)
     theta, vecs, basis0, beta_last = jax.tree.map(
         np.asarray, _spectrum_core(rng_key, loss_fn, params, data, m, num_probes, chunk)
     )

@@ -385,16 +385,25 @@ def run_grid(
 
 
 @partial(jax.jit, static_argnames=("loss_fn", "config"))
-def run_checkpoints(rng_keys, anchors, data, hypers: Hyper, mask=None, *, loss_fn, config):
+def run_checkpoints(
+    rng_keys, anchors, data, hypers: Hyper, mask=None, *, loss_fn, config, per_checkpoint=None
+):
     """:func:`run_chains` at each of a stack of anchors, inside one program.
 
     ``anchors``, ``hypers`` and ``rng_keys`` share a leading checkpoint axis; the runs go
     one after the other (``lax.map``), so memory stays that of one run.
+    ``per_checkpoint``: a dict of data entries stacked on that axis too (the relabelled
+    targets of each checkpoint), merged into the dict ``data`` for its checkpoint.
     """
     one = partial(_run, loss_fn=loss_fn, config=config)
+    if per_checkpoint is None:
+        return jax.lax.map(
+            lambda xs: one(xs[0], xs[1], data, xs[2], None, None, None, mask),
+            (rng_keys, anchors, hypers),
+        )
     return jax.lax.map(
-        lambda xs: one(xs[0], xs[1], data, xs[2], None, None, None, mask),
-        (rng_keys, anchors, hypers),
+        lambda xs: one(xs[0], xs[1], {**data, **xs[3]}, xs[2], None, None, None, mask),
+        (rng_keys, anchors, hypers, per_checkpoint),
     )
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from scipy import fft, special, stats
 
 __all__ = [
+    "ESCAPE_DROP",
     "RHAT_LIMIT",
     "convergence",
     "draws_rise",
@@ -190,13 +191,17 @@ def rising(rise, level: float) -> bool:
     )
 
 
+ESCAPE_DROP = 1.0
+"""A chain escaped when ``nbeta (L_n(w) - L_n(w*)) < -ESCAPE_DROP`` (a unit of temperature)."""
+
+
 def escapes(out, nbeta, burnin, steps_bw_draws, diverged) -> dict:
     """Per-chain lower-loss statistics from the full-batch checks (or the minibatch trace)."""
     checked = np.flatnonzero(np.isfinite(out.full_delta).all(axis=0)) if out.full_delta.size else []
     steps = burnin + steps_bw_draws * (np.asarray(checked, np.int64) + 1) - 1
     if len(checked):
         drops = nbeta * out.full_delta[:, checked].astype(np.float64)
-        below = drops < -1.0
+        below = drops < -ESCAPE_DROP
         first = np.where(below.any(axis=1), steps[np.argmax(below, axis=1)], -1)
         escaped = below.any(axis=1)
     else:
@@ -204,9 +209,9 @@ def escapes(out, nbeta, burnin, steps_bw_draws, diverged) -> dict:
         half = drops[:, drops.shape[1] // 2 :]
         with warnings.catch_warnings():  # a diverged chain's trace is all NaN
             warnings.simplefilter("ignore", RuntimeWarning)
-            escaped = np.nanmean(half, axis=1) < -1.0
+            escaped = np.nanmean(half, axis=1) < -ESCAPE_DROP
         draw_steps = burnin + steps_bw_draws * np.arange(1, drops.shape[1] + 1) - 1
-        first = np.where(escaped, draw_steps[np.argmax(drops < -1.0, axis=1)], -1)
+        first = np.where(escaped, draw_steps[np.argmax(drops < -ESCAPE_DROP, axis=1)], -1)
     escaped = escaped & ~diverged
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

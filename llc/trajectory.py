@@ -11,6 +11,7 @@ from llc import _validation as check
 from llc import loop, mesh, samplers
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
 from llc.plan import make_plan
+from llc.relabel import Relabelling, relabel_targets, relabelled_loss
 from llc.report import assemble
 from llc.settings import STACKED_RUN_REFUSES, Settings, signature
 from llc.step_bias import end_step_bias
@@ -51,6 +52,8 @@ def estimate_llc_trajectory(
     loss_fn: LossFn,
     checkpoints: ArrayTree,
     data: Batch,
+    *,
+    relabel: Relabelling | None = None,
     **settings,
 ) -> TrajectoryResult:
     """Estimate the LLC at every checkpoint of a training run, in one compiled call.
@@ -68,6 +71,11 @@ def estimate_llc_trajectory(
         checkpoints: a pytree shaped like the parameters with one extra leading axis T
             on every leaf (e.g. ``jax.tree.map(lambda *p: jnp.stack(p), *param_list)``).
         data: a pytree of arrays with a leading sample axis.
+        relabel: an :class:`llc.Relabelling` ``(predict_fn, inputs, divergence)``:
+            estimate at each checkpoint the LLC of its realizable problem (targets: that
+            checkpoint's own outputs, see :func:`llc.relabel`), defined mid-training and
+            on plateaus where the training loss has no minimum. Pass ``loss_fn=None``
+            and ``data=None`` with it.
         **settings: the keywords of :func:`llc.estimate_llc` but ``escape_direction``,
             ``held_directions``, ``num_devices``, ``chunk_draws``, ``max_burnin_steps``,
             ``progress_bar``, the observables' and the mesh's. ``step_size`` is one number
@@ -126,11 +134,19 @@ def estimate_llc_trajectory(
     num_checkpoints = lengths.pop()
     check.check_params(checkpoints)
     first = jax.tree.map(lambda x: jnp.asarray(x)[0], checkpoints)
+    targets = None
+    if relabel is not None:
+        loss_fn, data, targets = _relabelled(relabel, loss_fn, data, checkpoints)
     plan = make_plan(rng_key, loss_fn, first, data, s)
     checkpoints = jax.tree.map(lambda x, p: jnp.asarray(x, p.dtype), checkpoints, plan.params)
     anchors = [jax.tree.map(lambda x, t=t: x[t], checkpoints) for t in range(num_checkpoints)]
+
+    def data_at(t):
+        return plan.data if targets is None else {**plan.data, "targets": targets[t]}
+
     init_losses = [plan.init_loss] + [
-        loop.full_data_loss(plan.loss_fn, a, plan.data, plan.eval_rows) for a in anchors[1:]
+        loop.full_data_loss(plan.loss_fn, a, data_at(t), plan.eval_rows)
+        for t, a in enumerate(anchors[1:], 1)
     ]
     for t, value in enumerate(init_losses):
         if not np.isfinite(value):
@@ -145,14 +161,22 @@ def estimate_llc_trajectory(
     ]
     stacked = loop.stack_hypers(hypers)
     keys = jnp.stack([plan.rng_key] * num_checkpoints)
+    shared = plan.data if targets is None else {"inputs": plan.data["inputs"]}
     out = loop.run_checkpoints(
-        keys, checkpoints, plan.data, stacked, plan.mask, loss_fn=plan.loss_fn, config=plan.config
+        keys,
+        checkpoints,
+        shared,
+        stacked,
+        plan.mask,
+        loss_fn=plan.loss_fn,
+        config=plan.config,
+        per_checkpoint=None if targets is None else {"targets": targets},
     )
     out = mesh.to_host(out)
     results = []
     for t in range(num_checkpoints):
         one = jax.tree.map(lambda x, t=t: x[t], out)
-        at = plan._replace(params=anchors[t], init_loss=init_losses[t])
+        at = plan._replace(params=anchors[t], init_loss=init_losses[t], data=data_at(t))
         step_bias = end_step_bias(at, one)
         results.append(assemble(at, one, t0, warn=False, step_bias=step_bias))
     return TrajectoryResult(
@@ -169,6 +193,34 @@ def estimate_llc_trajectory(
             [np.nan if r.llc_step_corrected is None else r.llc_step_corrected for r in results]
         ),
     )
+
+
+def _relabelled(relabel, loss_fn, data, checkpoints):
+    """The relabelled loss, checkpoint 0's data, and every checkpoint's targets (stacked)."""
+    if not isinstance(relabel, Relabelling):
+        msg = (
+            "relabel must be llc.Relabelling(predict_fn, inputs, divergence); got "
+            f"{type(relabel).__name__}."
+        )
+        raise TypeError(msg)
+    if loss_fn is not None or data is not None:
+        msg = (
+            "with relabel=, pass loss_fn=None and data=None: the loss is the divergence from "
+            "each checkpoint's own outputs on relabel.inputs."
+        )
+        raise ValueError(msg)
+    predict_fn, inputs, divergence = relabel
+    n = jax.tree.leaves(checkpoints)[0].shape[0]
+    targets = jnp.stack(
+        [
+            relabel_targets(
+                predict_fn, jax.tree.map(lambda x, t=t: x[t], checkpoints), inputs, divergence
+            )
+            for t in range(n)
+        ]
+    )
+    data = {"inputs": inputs, "targets": targets[0]}
+    return relabelled_loss(predict_fn, divergence), data, targets
 
 
 _REFUSED = STACKED_RUN_REFUSES
