@@ -233,3 +233,28 @@ def _tested(f, probed: bool) -> str:
     if math.isfinite(f["lam_quad"]):
         parts.append(f"quadratic-model LLC {f['lam_quad']:.4g}")
     return "; ".join(parts) + "."
+
+
+def confined_explanation(result, confined_saddle: bool, predicted: float):
+    """Evidence that a flagged result is what a confined saddle predicts, not an escape."""
+    suspect = {"lower_loss_escape", "negative_estimate"} & set(result.flags)
+    if not confined_saddle or not suspect or not math.isfinite(predicted):
+        return None
+    se = result.llc_stderr if math.isfinite(result.llc_stderr) else abs(predicted)
+    if abs(result.llc_mean - predicted) > 4 * se + 0.1 * abs(predicted):
+        return None
+    return Evidence(
+        "confined_saddle",
+        f"llc_mean {result.llc_mean:.4g} matches the confined saddle's prediction "
+        f"{predicted:.4g}: expected, not an escape",
+        {
+            "llc_mean": result.llc_mean,
+            "predicted": predicted,
+            "stderr": se,
+            "explains": sorted(suspect),
+        },
+        "The localizer holds every negative direction, and the quadratic model (negative "
+        "directions included) predicts this estimate within 4 standard errors: the "
+        f"{', '.join(sorted(suspect))} flag reports the saddle's negative contribution, not "
+        "chains leaving w*.",
+    )

@@ -25,7 +25,8 @@ from jax.flatten_util import ravel_pytree
 
 from llc import _chunks
 from llc import _validation as check
-from llc._diagnosis_text import evidence_for, verdict_and_remedy
+from llc._diagnosis_text import confined_explanation, evidence_for, verdict_and_remedy
+from llc._remedy import found, verified_localization
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
 from llc.hessian import HessianSpectrum, checked_point, full_data_flat_matvec
 from llc.lanczos import lanczos
@@ -308,8 +309,8 @@ def diagnose(
 
     kwargs, tried = {}, []
     if probe_steps and ((negative and not confined) or higher_order):
-        kwargs, tried = _verified_localization(
-            jax.random.fold_in(chain_key, 1), chains, gamma, min_gamma, _found(lower, null)
+        kwargs, tried = verified_localization(
+            jax.random.fold_in(chain_key, 1), chains, gamma, min_gamma, found(lower, null)
         )
 
     facts = {
@@ -328,7 +329,7 @@ def diagnose(
         "neg_se": neg_se,
         "lower": lower,
         "null": null,
-        "found": _found(lower, null),
+        "found": found(lower, null),
         "spec": spec,
         "spent": spent,
         "max_matvecs": top,
@@ -353,6 +354,10 @@ def diagnose(
             if flag not in evidence:
                 flags.append(flag)
                 evidence[flag] = result.evidence[flag]
+        explained = confined_explanation(result, confined and negative, lam_quad + grad_bias)
+        if explained is not None:
+            flags.append("confined_saddle")
+            evidence["confined_saddle"] = explained
     verdict, remedy = verdict_and_remedy(flags, facts, probe_steps > 0)
 
     per_matvec = 2.0 * n / (batch_size or n) if result is not None else 2.0 * n / batch
@@ -383,40 +388,3 @@ def diagnose(
         num_matvecs=spent,
         cost_in_sgld_steps=cost,
     )
-
-
-def _found(lower, null):
-    """The larger of the two lower-loss findings, as ``(loss_drop, distance)``, or None."""
-    hits = [(x.loss_drop, x.distance) for x in (lower, null) if x is not None and x.found]
-    return min(hits) if hits else None
-
-
-def _verified_localization(rng_key, chains, gamma, min_gamma, lower, tries: int = 6):
-    """The smallest tried localization under which the short chains find no lower loss.
-
-    Starts at twice the quadratic threshold (or, beyond second order, where the
-    localizer's pull ``gamma r^2 / 2`` at the distance of the lower point matches its
-    drop), and multiplies by 4 until the chains neither escape nor diverge and their mean
-    ``nbeta (L - L*)`` is non-negative: the quadratic threshold is only a lower bound
-    away from w*.
-    """
-    start = 2.0 * min_gamma
-    if lower is not None and lower[1] > 0:
-        start = max(start, 4.0 * gamma, 4.0 * abs(lower[0]) / lower[1] ** 2)
-    tried, value = [], max(start, 2.0 * gamma)
-    for i in range(tries):
-        out = chains(jax.random.fold_in(rng_key, i), value)
-        tried.append(
-            {
-                "localization": value,
-                "found": out.found,
-                "loss_drop": out.loss_drop,
-                "diverged": out.diverged,
-                "mean_excess": out.mean_excess,
-                "cost": out.cost_in_sgld_steps,
-            }
-        )
-        if not out.found and not out.diverged and out.mean_excess >= 0:
-            return {"localization": float(value)}, tried
-        value *= 4.0
-    return {}, tried

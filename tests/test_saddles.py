@@ -183,3 +183,26 @@ def test_non_finite_input_is_refused_everywhere_with_estimate_llcs_message():
                 jnp.zeros(3),
                 dummy_data(100),
             )
+
+
+def test_a_confined_saddles_negative_estimate_is_explained_not_called_an_escape():
+    # nbeta mu = -0.87 against gamma = 1: held, with E[lambda_hat] = 0.4995 - 3.32 < 0.
+    nbeta = N / np.log(N)
+    mu = np.array([1.0, -0.87 / nbeta])
+    with pytest.warns(RuntimeWarning, match="negative_estimate"):
+        r = llc.estimate_llc(
+            jax.random.key(1),
+            diagonal(mu),
+            jnp.zeros(2),
+            dummy_data(N),
+            step_size=5e-4,
+            num_chains=8,
+            num_draws=20_000,
+            num_burnin_steps=30_000,
+        )
+    rep = llc.diagnose(jax.random.key(0), diagonal(mu), jnp.zeros(2), dummy_data(N), result=r)
+    p = nbeta * mu + 1.0
+    exact = float(np.sum(0.5 * nbeta * mu / p))
+    assert rep.lambda_quadratic == pytest.approx(exact, rel=1e-3)
+    assert "unconfined" not in rep.flags and "confined_saddle" in rep.flags
+    assert "not an escape" in str(rep.evidence["confined_saddle"])
