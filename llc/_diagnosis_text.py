@@ -143,6 +143,16 @@ def _tried_text(f) -> str:
     return f"Localizations tried with short chains: {steps}."
 
 
+def _projection(f) -> str:
+    """The projection remedy, offered only when it covers every negative direction."""
+    if f["cert"] is None or f["count"] != 1:
+        return ""
+    return (
+        "or sample the complement of the one negative direction: estimate_llc(..., "
+        "held_directions=([report.certificate.direction], [float('inf')])); "
+    )
+
+
 def verdict_and_remedy(flags, f, probed: bool) -> tuple[str, str]:
     """One line for the user, and the remedy with numbers ("" when none is needed)."""
     kwargs = f["kwargs"]
@@ -169,7 +179,8 @@ def verdict_and_remedy(flags, f, probed: bool) -> tuple[str, str]:
             f"w* is a saddle ({saddle}) and localization {f['gamma']:g} <= "
             f"{f['min_gamma']:.4g} does not confine the sampler: the estimate is not "
             "meaningful.",
-            f"{apply}refine w* to a nearby minimum (llc.refine_to_minimum); {relabel}.",
+            f"{apply}{_projection(f)}refine w* to a nearby minimum (llc.refine_to_minimum); "
+            f"{relabel}.",
         )
     if "higher_order_saddle" in flags:
         drop, distance = f["found"]

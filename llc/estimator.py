@@ -119,7 +119,10 @@ def estimate_llc(
             ``strengths`` k extra localizations ``c_i >= 0`` added along them only. With
             ``c_i > nbeta |mu_i| - localization`` a saddle's negative directions are
             held, and the estimate is the LLC of the remaining directions (each held
-            direction contributes ``0.5 nbeta mu_i / (nbeta mu_i + gamma + c_i)``).
+            direction contributes ``0.5 nbeta mu_i / (nbeta mu_i + gamma + c_i)``). A
+            strength ``float("inf")`` projects that direction out of the sampling: the
+            chains move in its orthogonal complement and it contributes 0 (exact for
+            SGLD; other samplers are projected after each step).
         acceptance_checks: how many draws per chain also compute the MALA acceptance
             of their step (two extra gradient evaluations each; default 50, 0 turns
             them off). Langevin samplers only.

@@ -103,6 +103,15 @@ def make_hyper(
     )
 
 
+def _project_state(state, anchor, held):
+    """Keep ``w - w*`` (and a velocity) orthogonal to the projected-out directions."""
+    shift = sgld.project_out(jax.tree.map(jnp.subtract, state.position, anchor), held)
+    state = state._replace(position=jax.tree.map(jnp.add, anchor, shift))
+    if hasattr(state, "velocity"):
+        state = state._replace(velocity=sgld.project_out(state.velocity, held))
+    return state
+
+
 def _run(
     rng_key: PRNGKey,
     anchor: ArrayTree,
@@ -154,6 +163,8 @@ def _run(
 
     def chain_step(key, state, batch, accept_now):
         new_state, info = sampler.kernel(key, state, loss_fn, batch, **settings)
+        if held is not None:  # directions of infinite strength: sample their complement
+            new_state = _project_state(new_state, anchor, held)
         if config.acceptance_every_draws and sampler.proposal_scale is not None:
             acceptance = jax.lax.cond(
                 accept_now,

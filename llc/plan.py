@@ -318,8 +318,11 @@ def _check_held(held_directions, params):
             f"directions and {strengths.size} strengths."
         )
         raise ValueError(msg)
-    if not np.all(np.isfinite(strengths)) or np.any(strengths < 0):
-        msg = f"held_directions strengths must be finite and >= 0; got {strengths.tolist()}."
+    if np.any(np.isnan(strengths)) or np.any(strengths < 0):
+        msg = (
+            "held_directions strengths must be >= 0 (float('inf'): project the direction "
+            f"out of the sampling); got {strengths.tolist()}."
+        )
         raise ValueError(msg)
     for i, v in enumerate(directions):
         check.check_like_params(f"held_directions direction {i}", v, params)

@@ -174,12 +174,33 @@ def _localizer_pull(displacement, localization, held):
     if held is None:
         return pull
     directions, strengths = held
-    coef = sum(
-        jnp.tensordot(v, dw, axes=dw.ndim)
-        for v, dw in zip(jax.tree.leaves(directions), jax.tree.leaves(displacement), strict=True)
+    weights = jnp.where(jnp.isinf(strengths), 0.0, strengths) * _coefficients(
+        directions, displacement
     )
-    weights = strengths * coef
     return jax.tree.map(lambda p, v: p + jnp.tensordot(weights, v, axes=1), pull, directions)
+
+
+def _coefficients(directions, tree):
+    """``<v_i, tree>`` for each of the k stacked directions."""
+    return sum(
+        jnp.tensordot(v, x, axes=x.ndim)
+        for v, x in zip(jax.tree.leaves(directions), jax.tree.leaves(tree), strict=True)
+    )
+
+
+def project_out(tree: ArrayTree, held: tuple | None) -> ArrayTree:
+    """``tree`` less its components along the held directions of infinite strength.
+
+    A direction held with strength ``inf`` is projected out of the sampling: the chains
+    move in its orthogonal complement (:func:`llc.estimate_llc`'s ``held_directions``).
+    """
+    if held is None:
+        return tree
+    directions, strengths = held
+    coef = jnp.where(jnp.isinf(strengths), _coefficients(directions, tree), 0.0)
+    return jax.tree.map(
+        lambda x, v: (x - jnp.tensordot(coef, v, axes=1)).astype(x.dtype), tree, directions
+    )
 
 
 def sgld(loss_fn: LossFn, *, anchor: ArrayTree, step_size, nbeta, localization=1.0):

@@ -15,7 +15,7 @@ import pytest
 
 import llc
 from llc import ground_truth as gt
-from tests._utils import dummy_data
+from tests._utils import assert_within_stderr, dummy_data
 
 N = 10_000
 SADDLE_FLAGS = {"negative_curvature", "unconfined", "higher_order_saddle", "undecided"}
@@ -206,3 +206,34 @@ def test_a_confined_saddles_negative_estimate_is_explained_not_called_an_escape(
     assert rep.lambda_quadratic == pytest.approx(exact, rel=1e-3)
     assert "unconfined" not in rep.flags and "confined_saddle" in rep.flags
     assert "not an escape" in str(rep.evidence["confined_saddle"])
+
+
+def test_projecting_the_negative_directions_out_samples_the_complement():
+    # A rotated saddle that gamma = 1 cannot confine: projecting its negative eigenvector
+    # out gives exactly the quadratic LLC of the other directions.
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.standard_normal((5, 5)))
+    mu = np.array([1.0, 2.0, 0.5, 1.5, -2e-3])
+    a = jnp.asarray((q * mu) @ q.T, jnp.float32)
+
+    def loss_fn(w, b):
+        return 0.5 * w @ a @ w
+
+    rep = llc.diagnose(jax.random.key(0), loss_fn, jnp.zeros(5), dummy_data(N), k=1)
+    assert "unconfined" in rep.flags
+    v = rep.certificate.direction
+    r = llc.estimate_llc(
+        jax.random.key(3),
+        loss_fn,
+        jnp.zeros(5),
+        dummy_data(N),
+        step_size=1e-5,
+        num_chains=8,
+        num_draws=10_000,
+        num_burnin_steps=5_000,
+        held_directions=([v], [float("inf")]),
+    )
+    nbeta = N / np.log(N)
+    exact = float(np.sum(0.5 * nbeta * mu[:4] / (nbeta * mu[:4] + 1.0)))
+    assert "lower_loss_escape" not in r.flags
+    assert_within_stderr(r, exact, extra=0.01)
