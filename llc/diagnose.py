@@ -137,6 +137,47 @@ def _quadratic_model(spec, nbeta, gamma, tol):
     return float(np.mean(per_probe)), float(np.mean(neg)), se
 
 
+def _curvature_facts(spec, cert, tol, gradient, nbeta, gamma) -> dict:
+    """What the curvature and the gradient say: confinement, materiality, the model."""
+    g_norm, g_nodes, g_weights = gradient
+    d = spec.num_params
+    mu_min = min(spec.min_eigenvalue, cert.rayleigh_quotient) if cert else spec.min_eigenvalue
+    negative = cert is not None
+    min_gamma = nbeta * abs(mu_min) if negative else 0.0
+    confined = gamma > min_gamma
+    lam_quad = grad_bias = neg_part = neg_se = math.nan
+    if confined:
+        lam_quad, neg_part, neg_se = _quadratic_model(spec, nbeta, gamma, tol)
+        p = nbeta * g_nodes + gamma
+        shape = (gamma + 0.5 * nbeta * g_nodes) / p**2
+        grad_bias = -((nbeta * g_norm) ** 2) * float(np.sum(g_weights * shape))
+    material = (negative and not confined) or (
+        confined and abs(neg_part) > MATERIAL * max(lam_quad - neg_part, 0.5)
+    )
+    count = 0
+    if negative:
+        count = max(int(round(spec.fraction_below(-tol) * d)), int(np.sum(spec.smallest < -tol)), 1)
+    elif material:  # many negative eigenvalues, each below the resolution
+        count = int(round(spec.fraction_below(0.0) * d))
+    scale = max(lam_quad, 0.5) if confined else 0.5
+    large_gradient = (confined and -grad_bias > 0.1 * scale) or (
+        not confined and nbeta * g_norm > math.sqrt(max(gamma, 1e-12))
+    )
+    return {
+        "mu_min": mu_min,
+        "negative": negative,
+        "min_gamma": min_gamma,
+        "confined": confined,
+        "lam_quad": lam_quad,
+        "grad_bias": grad_bias,
+        "neg_part": neg_part,
+        "neg_se": neg_se,
+        "material": material,
+        "count": count,
+        "large_gradient": large_gradient,
+    }
+
+
 def diagnose(
     rng_key: PRNGKey,
     loss_fn: LossFn,
@@ -242,28 +283,9 @@ def diagnose(
     )
     spent += m_grad
 
-    mu_min = min(spec.min_eigenvalue, cert.rayleigh_quotient) if cert else spec.min_eigenvalue
-    negative = cert is not None
-    min_gamma = nbeta * abs(mu_min) if negative else 0.0
-    confined = gamma > min_gamma
-    neg_count = 0
-    if negative:
-        neg_count = max(
-            int(round(spec.fraction_below(-tol) * d)), int(np.sum(spec.smallest < -tol)), 1
-        )
-
-    lam_quad = grad_bias = neg_part = neg_se = math.nan
-    if confined:
-        lam_quad, neg_part, neg_se = _quadratic_model(spec, nbeta, gamma, tol)
-        p = nbeta * g_nodes + gamma
-        shape = (gamma + 0.5 * nbeta * g_nodes) / p**2
-        grad_bias = -((nbeta * g_norm) ** 2) * float(np.sum(g_weights * shape))
-    material = (negative and not confined) or (
-        confined and abs(neg_part) > MATERIAL * max(lam_quad - neg_part, 0.5)
-    )
-
-    if material and not negative:  # many negative eigenvalues, each below the resolution
-        neg_count = int(round(spec.fraction_below(0.0) * d))
+    f = _curvature_facts(spec, cert, tol, (g_norm, g_nodes, g_weights), nbeta, gamma)
+    min_gamma, confined = f["min_gamma"], f["confined"]
+    negative, material, large_gradient = f["negative"], f["material"], f["large_gradient"]
     batch = batch_size if batch_size is not None else min(n, 1024)
     eps = step_size
     if eps is None:
@@ -285,10 +307,6 @@ def diagnose(
             chunk=chunk,
         )
 
-    scale = max(lam_quad, 0.5) if confined else 0.5
-    large_gradient = (confined and -grad_bias > 0.1 * scale) or (
-        not confined and nbeta * g_norm > math.sqrt(max(gamma, 1e-12))
-    )
     lower = null = None
     if decided and not material and not large_gradient:
         null = search_null_directions(
@@ -314,19 +332,13 @@ def diagnose(
         )
 
     facts = {
-        "mu_min": mu_min,
+        **f,
         "mu_max": spec.max_eigenvalue,
-        "count": neg_count,
         "tolerance": tol,
         "cert": cert,
         "nbeta": nbeta,
         "gamma": gamma,
-        "min_gamma": min_gamma,
         "g_norm": g_norm,
-        "grad_bias": grad_bias,
-        "lam_quad": lam_quad,
-        "neg_part": neg_part,
-        "neg_se": neg_se,
         "lower": lower,
         "null": null,
         "found": found(lower, null),
@@ -337,30 +349,31 @@ def diagnose(
         "tried": tried,
         "d": d,
     }
-    flags = []
-    if material:
-        flags.append("negative_curvature")
-    if negative and not confined:
-        flags.append("unconfined")
-    if not decided:
-        flags.append("undecided")
-    if higher_order:
-        flags.append("higher_order_saddle")
-    if large_gradient:
-        flags.append("large_gradient")
+    flags = [
+        flag
+        for flag, on in (
+            ("negative_curvature", material),
+            ("unconfined", negative and not confined),
+            ("undecided", not decided),
+            ("higher_order_saddle", higher_order),
+            ("large_gradient", large_gradient),
+        )
+        if on
+    ]
     evidence = {f: evidence_for(f, facts) for f in flags}
     if result is not None:
         for flag in result.flags:
             if flag not in evidence:
                 flags.append(flag)
                 evidence[flag] = result.evidence[flag]
-        explained = confined_explanation(result, confined and negative, lam_quad + grad_bias)
+        predicted = f["lam_quad"] + f["grad_bias"]
+        explained = confined_explanation(result, confined and negative, predicted)
         if explained is not None:
             flags.append("confined_saddle")
             evidence["confined_saddle"] = explained
     verdict, remedy = verdict_and_remedy(flags, facts, probe_steps > 0)
 
-    per_matvec = 2.0 * n / (batch_size or n) if result is not None else 2.0 * n / batch
+    per_matvec = 2.0 * n / batch  # a full-data HVP in minibatch steps
     cost = spent * per_matvec + (lower.cost_in_sgld_steps if lower else 0.0)
     cost += (null.num_evaluations * per_matvec / 4) if null else 0.0  # a loss ~ 1/4 HVP
     cost += sum(t["cost"] for t in tried)
@@ -376,12 +389,12 @@ def diagnose(
         lower_loss=lower,
         null_search=null,
         grad_norm=g_norm,
-        gradient_bias=grad_bias,
-        lambda_quadratic=lam_quad,
-        negative_contribution=neg_part,
-        negative_contribution_stderr=neg_se,
+        gradient_bias=f["grad_bias"],
+        lambda_quadratic=f["lam_quad"],
+        negative_contribution=f["neg_part"],
+        negative_contribution_stderr=f["neg_se"],
         min_localization=min_gamma,
-        negative_directions=neg_count,
+        negative_directions=f["count"],
         tolerance=tol,
         nbeta=nbeta,
         localization=gamma,
