@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from llc.trace_stats import RHAT_LIMIT, RISE_REL, RISE_T, rising
+from llc.trace_stats import RHAT_LIMIT, RISE_REL, RISE_T, rise, rising
 
 __all__ = [
     "Evidence",
@@ -25,8 +25,11 @@ __all__ = [
     "not_converged",
     "not_stationary",
     "step_size_bias",
+    "still_spreading",
     "warn",
 ]
+
+SPREAD_REL = 0.05  # still_spreading: the distance must grow by this share of its level
 
 MAX_LINE = 200  # characters of one flag's line in a warning
 
@@ -117,6 +120,36 @@ def not_stationary(rise, where: str, llc_mean: float) -> Evidence | None:
         "underestimate, even when R-hat is fine (all chains can drift alike). Run longer: "
         "more burn-in steps (num_burnin_steps='auto'), or a larger step size if the "
         "step-size bias allows (llc.calibrate).",
+    )
+
+
+def still_spreading(distance: np.ndarray) -> Evidence | None:
+    """The chains' distance from w* still growing through the draws (first to last quarter).
+
+    ``distance``: ``(chains, draws)`` ``||w_t - w*||`` of the chains that did not
+    diverge. The growth must exceed 3 standard errors across chains and 5% of the last
+    quarter's level. The distance is a smoother witness of equilibration than the loss:
+    along flat, degenerate directions the chains creep outward for a long time, and
+    llc_mean rises with them.
+    """
+    quarter = distance.shape[1] // 4
+    if quarter < 4 or distance.shape[0] < 2:
+        return None
+    grow = rise(distance[:, :quarter], distance[:, -quarter:])
+    level = float(np.mean(distance[:, -quarter:]))
+    if grow is None or not (grow[0] > RISE_T * grow[1] and grow[0] > SPREAD_REL * level):
+        return None
+    share = grow[0] / max(level - grow[0], 1e-300)
+    return Evidence(
+        "still_spreading",
+        f"||w - w*|| grew {share:.0%} from the first to the last quarter of the draws "
+        f"({level - grow[0]:.3g} -> {level:.3g}, {grow[0] / max(grow[1], 1e-300):.1f} s.e.)",
+        {"growth": grow[0], "stderr": grow[1], "level": level, "share": share},
+        "The chains are still moving away from w* during the draws (along flat, degenerate "
+        "directions the localized posterior is wide and the chains reach it slowly), so "
+        "they have not equilibrated: llc_mean is most likely an underestimate. Run more "
+        "burn-in (num_burnin_steps='auto' or larger), or a preconditioned sampler "
+        "(sampler='rmsprop_sgld').",
     )
 
 

@@ -1,12 +1,14 @@
-"""Flax models in, the canonical ``(params, loss_fn)`` out.
+"""Flax and equinox models in, the canonical ``(params, loss_fn)`` out.
 
 :func:`llc.estimate_llc` works on any ``loss_fn(params, batch)`` over any parameter pytree.
-These adapters turn a flax model into that pair: the trainable parameters become a plain
-nested dict, everything else (batch statistics, RNG streams, other collections) stays
-frozen at w* inside ``loss_fn``. The batch is ``(inputs, targets)`` and the loss is
-``criterion(model(inputs), targets)``, a scalar mean over the batch.
+These adapters turn a model into that pair: the trainable parameters become the pytree
+that is sampled, everything else (batch statistics, RNG streams, other collections,
+integer and static fields) stays frozen at w* inside ``loss_fn``. The batch is
+``(inputs, targets)`` and the loss is ``criterion(model(inputs), targets)``, a scalar
+mean over the batch.
 
-flax is imported only when an adapter is called.
+flax and equinox are imported only when an adapter is called (equinox is optional:
+``pip install 'llc[equinox]'``).
 """
 
 from collections.abc import Callable
@@ -15,7 +17,7 @@ import jax
 
 from llc._types import ArrayTree, LossFn
 
-__all__ = ["from_linen", "from_nnx"]
+__all__ = ["from_equinox", "from_linen", "from_nnx"]
 
 
 def _nnx():
@@ -25,6 +27,15 @@ def _nnx():
         msg = "llc.from_nnx needs flax (pip install 'flax>=0.12')."
         raise ImportError(msg) from err
     return nnx
+
+
+def _eqx():
+    try:
+        import equinox as eqx  # noqa: PLC0415 (optional dependency)
+    except ImportError as err:
+        msg = "llc.from_equinox needs equinox: pip install 'llc[equinox]' (or 'equinox>=0.11')."
+        raise ImportError(msg) from err
+    return eqx
 
 
 def _check_criterion(criterion) -> None:
@@ -131,6 +142,62 @@ def from_linen(
     def loss_fn(p, batch):
         inputs, targets = batch
         outputs = apply_fn({"params": p, **collections}, inputs, **apply_kwargs)
+        return criterion(outputs, targets)
+
+    return params, loss_fn
+
+
+def from_equinox(model, criterion: Callable, *, batched: bool = False) -> tuple[ArrayTree, LossFn]:
+    """An equinox module as ``(params, loss_fn)``.
+
+    The module is put in inference mode (``eqx.nn.inference_mode``: dropout off), so the
+    loss is a deterministic function of the parameters. Its floating-point array leaves
+    (``eqx.is_inexact_array``) are sampled; every other leaf (integer arrays, Python
+    numbers, activation functions, static fields) stays as it is at w*, closed over in
+    ``loss_fn`` (``eqx.partition`` / ``eqx.combine``). A stateful model (one called with
+    an ``eqx.nn.State``) needs a ``loss_fn`` of its own.
+
+    Args:
+        model: an ``eqx.Module`` at the trained point w*.
+        criterion: ``criterion(outputs, targets) -> scalar``, the mean loss over a batch.
+        batched: whether ``model`` takes a whole batch. Default False: it maps one
+            sample, as equinox's layers do, and is ``jax.vmap``-ed over the batch's
+            leading axis (for a sequence model: one ``(positions,)`` row of tokens).
+
+    Returns:
+        ``(params, loss_fn)``: ``params`` the module with only its floating-point arrays
+        (``eqx.partition(model, eqx.is_inexact_array)[0]``, ``None`` elsewhere),
+        ``loss_fn(params, (inputs, targets))``.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> import equinox as eqx
+        >>> model = eqx.nn.MLP(3, 1, width_size=4, depth=1, key=jax.random.key(0))
+        >>> params, loss_fn = from_equinox(model, lambda out, y: jnp.mean((out - y) ** 2))
+        >>> [p.shape for p in jax.tree.leaves(params)]
+        [(4, 3), (4,), (1, 4), (1,)]
+        >>> x, y = jnp.ones((5, 3)), jnp.zeros((5, 1))
+        >>> bool(jnp.isclose(loss_fn(params, (x, y)), jnp.mean(jax.vmap(model)(x) ** 2)))
+        True
+    """
+    eqx = _eqx()
+    if not isinstance(model, eqx.Module):
+        msg = f"model must be an equinox eqx.Module; got {type(model).__name__}."
+        raise TypeError(msg)
+    _check_criterion(criterion)
+    model = eqx.nn.inference_mode(model, True)
+    params, frozen = eqx.partition(model, eqx.is_inexact_array)
+    if not jax.tree.leaves(params):
+        msg = (
+            f"model ({type(model).__name__}) has no floating-point array to sample "
+            "(eqx.is_inexact_array is false for every leaf)."
+        )
+        raise ValueError(msg)
+
+    def loss_fn(p, batch):
+        inputs, targets = batch
+        net = eqx.combine(p, frozen)
+        outputs = net(inputs) if batched else jax.vmap(net)(inputs)
         return criterion(outputs, targets)
 
     return params, loss_fn

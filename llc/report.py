@@ -210,6 +210,7 @@ def _judge(plan: Plan, out: RunOutput, v: _Run) -> list:
     found = [
         flag.not_converged(v.rhat, v.ess, delta[~diverged].size),
         flag.not_stationary(rise, where, v.llc_mean),
+        flag.still_spreading(out.distance[~diverged].astype(np.float64)),
         flag.lower_loss_escape(v.escape, "full-batch checks" if checked else "minibatch trace"),
     ]
     if diverged.any():

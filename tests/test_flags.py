@@ -69,3 +69,15 @@ def test_a_stopped_run_still_fits_on_one_warning_line():
     )
     line = flags.stopped_early(e, 1234, 100000).line()
     assert len(line) <= flags.MAX_LINE and line.endswith("stopped after 1234 of 100000 draws")
+
+
+def test_still_spreading_needs_three_standard_errors_and_five_percent():
+    rng = np.random.default_rng(0)
+    steady = 2.0 + 0.05 * rng.standard_normal((4, 400))
+    assert flags.still_spreading(steady) is None
+    creeping = steady + np.linspace(0.0, 0.3, 400)  # +15% over the draws, far beyond noise
+    e = flags.still_spreading(creeping)
+    assert e.flag == "still_spreading" and e.values["growth"] > 0.2
+    small = steady + np.linspace(0.0, 0.06, 400)  # 3% growth: significant, but below 5%
+    assert flags.still_spreading(small) is None
+    assert flags.still_spreading(creeping[:, :12]) is None  # quarters shorter than 4 draws

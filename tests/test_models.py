@@ -1,4 +1,6 @@
-"""Flax adapters: the estimate for a flax model is the estimate for the same plain network."""
+"""Model adapters: the estimate for a flax or equinox model is that of the same plain network."""
+
+import sys
 
 import flax.linen as nn
 import jax
@@ -118,3 +120,85 @@ def test_adapter_errors_name_the_argument():
         llc.from_linen(nn.Dense(2).apply, {"batch_stats": {}}, mse)
     with pytest.raises(TypeError, match="apply_fn"):
         llc.from_linen(None, {"params": {}}, mse)
+
+
+def eqx_net(eqx):
+    class EqxNet(eqx.Module):
+        l1: eqx.nn.Linear
+        drop: eqx.nn.Dropout
+        l2: eqx.nn.Linear
+        perm: jax.Array  # an integer array: frozen
+        power: int  # a Python int: frozen
+        act: object  # a function: frozen
+
+        def __call__(self, x):
+            h = self.drop(self.act(self.l1(x))[self.perm] ** self.power)
+            return self.l2(h)
+
+    k1, k2 = jax.random.split(jax.random.key(0))
+    return EqxNet(
+        l1=eqx.nn.Linear(3, 8, key=k1),
+        drop=eqx.nn.Dropout(0.5),
+        l2=eqx.nn.Linear(8, 2, key=k2),
+        perm=jnp.array([3, 1, 4, 0, 5, 7, 2, 6], jnp.int32),
+        power=2,
+        act=jnp.tanh,
+    )
+
+
+@pytest.mark.filterwarnings("ignore:LLC estimate flagged")
+def test_equinox_model_equals_the_plain_network():
+    eqx = pytest.importorskip("equinox")
+    # A dropout layer in training mode (it would need a key and be random if the adapter
+    # did not switch the model to inference mode), and frozen leaves of every kind.
+    model = eqx_net(eqx)
+    params, loss_fn = llc.from_equinox(model, mse)
+    assert params.perm is None and params.power is None and params.act is None
+    assert len(jax.tree.leaves(params)) == 4  # the two layers' weights and biases
+    perm = model.perm
+
+    def plain(p, batch):
+        xb, yb = batch
+        h = jnp.tanh(xb @ p.l1.weight.T + p.l1.bias)[:, perm] ** 2
+        return mse(h @ p.l2.weight.T + p.l2.bias, yb)
+
+    x, y = data()
+    direct = mse(jax.vmap(eqx.nn.inference_mode(model))(x), y)
+    assert loss_fn(params, (x, y)) == pytest.approx(float(direct), rel=1e-6)
+    assert loss_fn(params, (x, y)) == pytest.approx(float(plain(params, (x, y))), rel=1e-5)
+    a = llc.estimate_llc(jax.random.key(3), loss_fn, params, (x, y), **SETTINGS)
+    b = llc.estimate_llc(jax.random.key(3), plain, params, (x, y), **SETTINGS)
+    assert_same_estimate(a, b)
+    # the caller's model is left as it was (still in training mode), its frozen fields too
+    assert model.drop.inference is False
+    assert model.power == 2 and model.act is jnp.tanh and model.perm.dtype == jnp.int32
+    # a model that takes the whole batch
+    batch_model = eqx.nn.Linear(3, 2, key=jax.random.key(1))
+    params, loss_fn = llc.from_equinox(batched_linear(eqx, batch_model), mse, batched=True)
+    assert loss_fn(params, (x, y)) == pytest.approx(float(mse(x @ batch_model.weight.T, y)))
+
+
+def batched_linear(eqx, linear):
+    class Batched(eqx.Module):
+        linear: eqx.nn.Linear
+
+        def __call__(self, xs):
+            return xs @ self.linear.weight.T
+
+    return Batched(linear)
+
+
+def test_equinox_adapter_errors():
+    eqx = pytest.importorskip("equinox")
+    with pytest.raises(TypeError, match="eqx.Module"):
+        llc.from_equinox(lambda x: x, mse)
+    with pytest.raises(TypeError, match="criterion"):
+        llc.from_equinox(eqx.nn.Linear(2, 1, key=jax.random.key(0)), "mse")
+    with pytest.raises(ValueError, match="no floating-point array"):
+        llc.from_equinox(eqx.nn.Lambda(jnp.tanh), mse)
+
+
+def test_equinox_is_optional(monkeypatch):
+    monkeypatch.setitem(sys.modules, "equinox", None)  # import equinox fails
+    with pytest.raises(ImportError, match=r"pip install 'llc\[equinox\]'"):
+        llc.from_equinox(object(), mse)

@@ -51,9 +51,8 @@ def _dln_saddle(widths, rank, seed=0):
     return [jnp.asarray(w, jnp.float32) for w in point], product
 
 
-@pytest.mark.parametrize(
-    ("widths", "rank"), [pytest.param((4, 3, 3, 4), 1, marks=pytest.mark.slow), ((3, 4, 3), 2)]
-)
+@pytest.mark.slow
+@pytest.mark.parametrize(("widths", "rank"), [((4, 3, 3, 4), 1), ((3, 4, 3), 2)])
 def test_relabelled_llc_at_a_rank_k_point_is_aoyagis_lambda(widths, rank):
     params, _ = _dln_saddle(widths, rank)
     x = jax.random.normal(jax.random.key(0), (20_000, widths[0]))
