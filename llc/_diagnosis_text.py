@@ -222,7 +222,7 @@ def verdict_and_remedy(flags, f, probed: bool) -> tuple[str, str]:
 def _tested(f, probed: bool) -> str:
     parts = [f"gradient {f['g_norm']:.2g}"]
     parts.append(f"smallest eigenvalue {f['mu_min']:.3g} (resolution {f['tolerance']:.2g})")
-    if math.isfinite(f["neg_part"]) and f["neg_part"] < -0.005:
+    if math.isfinite(f["neg_part"]) and f["neg_part"] < -0.05:
         parts.append(
             f"negative eigenvalues contribute {f['neg_part']:.3g} +/- {f['neg_se']:.2g} "
             "to the estimate (immaterial)"

@@ -126,13 +126,15 @@ def _gradient_quadrature(rng_key, loss_fn, params, data, num_matvecs, chunk):
 def _quadratic_model(spec, nbeta, gamma, tol):
     """``(lambda_quadratic, negative part, its stderr)`` from the SLQ density.
 
-    The negative part sums every negative node, those below the resolution too: many
-    tiny negative eigenvalues can add up to a material share.
+    The negative part sums every negative node beyond rounding (``1e-5 mu_max``), those
+    below the resolution too: many tiny negative eigenvalues can add up to a material
+    share.
     """
     nodes, w, d = spec.nodes, spec.weights, spec.num_params
     share = nbeta * nodes / (nbeta * nodes + gamma)
     per_probe = 0.5 * d * np.sum(w * share, axis=1)
-    neg = 0.5 * d * np.sum(np.where(nodes < 0, w * share, 0.0), axis=1)
+    floor = 1e-5 * abs(spec.max_eigenvalue)  # float32 Lanczos scatters zeros this far
+    neg = 0.5 * d * np.sum(np.where(nodes < -floor, w * share, 0.0), axis=1)
     se = float(np.std(neg, ddof=1) / math.sqrt(len(neg))) if len(neg) > 1 else math.nan
     return float(np.mean(per_probe)), float(np.mean(neg)), se
 
@@ -194,6 +196,7 @@ def diagnose(
     max_matvecs: int = 320,
     num_probes: int = 2,
     probe_steps: int = 200,
+    verify_steps: int = 1000,
     eval_batch_size: int = 8192,
 ) -> Diagnosis:
     """Check that the LLC at ``params`` is meaningful, and say why not and what to do.
@@ -225,7 +228,10 @@ def diagnose(
         num_matvecs: Lanczos steps of the first run (doubled until decided).
         max_matvecs: the longest Lanczos run; beyond it the verdict is ``undecided``.
         num_probes: Lanczos probes for the density (the first also gives the extremes).
-        probe_steps: steps of each short chain (0: no lower-loss probe).
+        probe_steps: steps of each short chain (0: no lower-loss probe, no remedy).
+        verify_steps: steps of each chain that checks a remedy's localization before it
+            is offered (five times ``probe_steps``: a check as short as the probe passed
+            localizations that a 2,000-step run escaped).
         eval_batch_size: rows per full-data evaluation chunk.
 
     Returns:
@@ -263,6 +269,7 @@ def diagnose(
     m = min(check.check_count("num_matvecs", num_matvecs, minimum=2), d)
     top = max(check.check_count("max_matvecs", max_matvecs, minimum=2), m)
     probe_steps = check.check_count("probe_steps", probe_steps, minimum=0)
+    verify_steps = check.check_count("verify_steps", verify_steps, minimum=1)
     spec_key, grad_key, chain_key = jax.random.split(rng_key, 3)
     spec, tol, decided, cert, spent = resolve_smallest(
         spec_key,
@@ -291,7 +298,7 @@ def diagnose(
     if eps is None:
         eps = 0.1 / (nbeta * max(spec.max_eigenvalue, 0.0) + max(gamma, 1e-12))
 
-    def chains(key, gamma_try):
+    def chains(key, gamma_try, steps=probe_steps):
         # the step shrinks with a stronger localizer (stability: eps (nbeta mu + gamma) < 4)
         return probe_lower_loss(
             key,
@@ -302,7 +309,7 @@ def diagnose(
             nbeta=nbeta,
             localization=gamma_try,
             step_size=min(eps, 0.1 / (nbeta * max(spec.max_eigenvalue, 0.0) + gamma_try)),
-            num_steps=probe_steps,
+            num_steps=steps,
             batch_size=batch,
             chunk=chunk,
         )
@@ -326,9 +333,13 @@ def diagnose(
     higher_order = (lower is not None and lower.found) or (null is not None and null.found)
 
     kwargs, tried = {}, []
-    if probe_steps and ((negative and not confined) or higher_order):
+    if probe_steps and not large_gradient and ((negative and not confined) or higher_order):
         kwargs, tried = verified_localization(
-            jax.random.fold_in(chain_key, 1), chains, gamma, min_gamma, found(lower, null)
+            jax.random.fold_in(chain_key, 1),
+            lambda key, value: chains(key, value, verify_steps),
+            gamma,
+            min_gamma,
+            found(lower, null),
         )
 
     facts = {

@@ -95,16 +95,19 @@ def resolve_smallest(
     num_probes: int,
     chunk: int,
 ) -> tuple[HessianSpectrum, float, bool, Certificate | None, int]:
-    """Lanczos, doubling its length until the smallest eigenvalue is decided.
+    """Lanczos, doubling its length until the smallest eigenvalue is resolved.
 
-    Decided: a certified negative eigenvalue below ``-resolution``, or a smallest Ritz
-    value whose residual is within the resolution (or a Krylov space of dimension d).
+    Resolved: a smallest Ritz value whose residual is within the resolution (or a Krylov
+    space of dimension d). A certificate found on the way is kept (the most negative
+    Rayleigh quotient) and the doubling goes on while the budget lasts, so that
+    ``nbeta |mu_min|``, the confining threshold, is not taken from an unconverged value.
+    Decided: resolved, or certified negative.
 
     Returns:
         ``(spectrum, resolution, decided, certificate, matvecs spent)``.
     """
     d = ravel_pytree(params)[0].size
-    m, spent = min(num_matvecs, d), 0
+    m, spent, best = min(num_matvecs, d), 0, None
     while True:
         spec = hessian_spectrum(
             jax.random.fold_in(rng_key, m),
@@ -121,9 +124,11 @@ def resolve_smallest(
         res = resolution(nbeta, localization, spec.max_eigenvalue)
         cert = _certificate(loss_fn, params, data, spec, chunk, res)
         spent += cert is not None
+        if cert is not None and (best is None or cert.rayleigh_quotient < best.rayleigh_quotient):
+            best = cert
         resolved = spec.smallest_residuals[0] <= res or m >= d
-        if cert is not None or resolved or 2 * m > max_matvecs:
-            return spec, res, cert is not None or bool(resolved), cert, spent
+        if resolved or 2 * m > max_matvecs:
+            return spec, res, best is not None or bool(resolved), best, spent
         m = min(2 * m, d)
 
 

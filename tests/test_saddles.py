@@ -35,7 +35,13 @@ def test_small_negative_eigenvalue_in_a_large_bulk_is_certified():
     # d = 2000, bulk in [0, 1], one eigenvalue -1e-3; nbeta = 1e4 needs gamma > 10.
     mu = np.r_[np.linspace(0.0, 1.0, 1999), -1e-3]
     rep = llc.diagnose(
-        jax.random.key(0), diagonal(mu), jnp.zeros(2000), dummy_data(N), nbeta=1e4, k=1
+        jax.random.key(0),
+        diagonal(mu),
+        jnp.zeros(2000),
+        dummy_data(N),
+        nbeta=1e4,
+        k=1,
+        probe_steps=0,
     )
     assert_not_called_a_minimum(rep)
     assert "unconfined" in rep.flags
@@ -56,14 +62,14 @@ def test_a_converged_tiny_eigenvalue_that_nbeta_makes_decisive():
 
 
 def test_confined_negative_curvature_too_small_to_matter_is_reported_not_flagged():
-    # 200 eigenvalues -1e-5 beside 300 at 1, nbeta = 1e3, gamma = 1: each negative
-    # direction contributes 0.5 * (-0.01) / 0.99, -1.01 in all against +150: immaterial.
-    mu = np.r_[np.ones(300), -1e-5 * np.ones(200)]
+    # 200 eigenvalues -3e-5 beside 300 at 1, nbeta = 1e3, gamma = 1: each negative
+    # direction contributes 0.5 * (-0.03) / 0.97, -3.1 in all against +150: immaterial.
+    mu = np.r_[np.ones(300), -3e-5 * np.ones(200)]
     rep = llc.diagnose(
         jax.random.key(0), diagonal(mu), jnp.zeros(500), dummy_data(N), nbeta=1e3, probe_steps=0
     )
     assert rep.flags == (), rep.evidence
-    exact = 0.5 * 200 * (-0.01) / 0.99
+    exact = 0.5 * 200 * (-0.03) / 0.97
     assert rep.negative_contribution == pytest.approx(
         exact, abs=4 * rep.negative_contribution_stderr + 0.1
     )
@@ -78,7 +84,7 @@ def test_three_layer_origin_is_a_higher_order_saddle():
     # Zero gradient and zero Hessian at the origin; the loss is cubic there.
     p = _three_layer_dln()
     origin = tuple(jnp.zeros_like(w) for w in p.params)
-    rep = llc.diagnose(jax.random.key(0), p.loss_fn, origin, p.data)
+    rep = llc.diagnose(jax.random.key(0), p.loss_fn, origin, p.data, verify_steps=100)
     assert rep.grad_norm < 1e-6 and abs(rep.spectrum.min_eigenvalue) < 1e-6
     assert "higher_order_saddle" in rep.flags
     assert rep.lower_loss.found and rep.lower_loss.loss_drop < -1
@@ -110,7 +116,7 @@ def test_rank_one_critical_point_of_a_three_layer_network_is_a_higher_order_sadd
     def loss_fn(w, b):
         return jnp.mean(jnp.sum((b[0] @ w[0] @ w[1] @ w[2] - b[1]) ** 2, axis=1))
 
-    rep = llc.diagnose(jax.random.key(0), loss_fn, params, data)
+    rep = llc.diagnose(jax.random.key(0), loss_fn, params, data, verify_steps=100)
     assert rep.grad_norm < 1e-4
     assert_not_called_a_minimum(rep)
 
@@ -150,7 +156,9 @@ def test_the_remedy_at_a_higher_order_saddle_is_verified():
         num_burnin_steps=500,
         **rep.estimate_kwargs,
     )
-    assert np.isfinite(r.llc_mean) and r.llc_mean >= 0
+    # A held higher-order saddle may sit slightly below w* on average (the cubic tilts
+    # the localized posterior); the verification bounds that by half a unit.
+    assert np.isfinite(r.llc_mean) and r.llc_mean > -0.5
     assert "lower_loss_escape" not in r.flags
 
 
@@ -219,7 +227,7 @@ def test_projecting_the_negative_directions_out_samples_the_complement():
     def loss_fn(w, b):
         return 0.5 * w @ a @ w
 
-    rep = llc.diagnose(jax.random.key(0), loss_fn, jnp.zeros(5), dummy_data(N), k=1)
+    rep = llc.diagnose(jax.random.key(0), loss_fn, jnp.zeros(5), dummy_data(N), k=1, probe_steps=0)
     assert "unconfined" in rep.flags
     v = rep.certificate.direction
     r = llc.estimate_llc(
