@@ -195,7 +195,7 @@ def diagnose(
     num_matvecs: int = 40,
     max_matvecs: int = 320,
     num_probes: int = 2,
-    probe_steps: int = 200,
+    probe_steps: int = 1000,
     verify_steps: int = 1000,
     eval_batch_size: int = 8192,
 ) -> Diagnosis:
@@ -221,17 +221,21 @@ def diagnose(
         result: an :class:`llc.LLCResult` at the same point: its flags are merged in, and
             its step size and batch size are the short chains'.
         step_size: the short chains' step (default: the result's, else
-            ``0.1 / (nbeta mu_max + gamma)``, well inside the stability bound).
+            ``0.5 / (nbeta mu_max + gamma)``, an eighth of the stability bound: a
+            smaller step does not travel far enough in ``probe_steps`` to find the
+            lower loss of a balanced rank-k point of a deep linear network).
         batch_size: the short chains' minibatch (default: the result's, else
             ``min(n, 1024)``).
         k: extreme eigenvalues to compute.
         num_matvecs: Lanczos steps of the first run (doubled until decided).
         max_matvecs: the longest Lanczos run; beyond it the verdict is ``undecided``.
         num_probes: Lanczos probes for the density (the first also gives the extremes).
-        probe_steps: steps of each short chain (0: no lower-loss probe, no remedy).
+        probe_steps: steps of each short chain (0: no lower-loss probe, no remedy; 200
+            steps missed the lower loss of a balanced rank-2 point of a 3-layer linear
+            network that 1,000 found).
         verify_steps: steps of each chain that checks a remedy's localization before it
-            is offered (five times ``probe_steps``: a check as short as the probe passed
-            localizations that a 2,000-step run escaped).
+            is offered (a 200-step check passed localizations that a 2,000-step run
+            escaped).
         eval_batch_size: rows per full-data evaluation chunk.
 
     Returns:
@@ -296,7 +300,7 @@ def diagnose(
     batch = batch_size if batch_size is not None else min(n, 1024)
     eps = step_size
     if eps is None:
-        eps = 0.1 / (nbeta * max(spec.max_eigenvalue, 0.0) + max(gamma, 1e-12))
+        eps = 0.5 / (nbeta * max(spec.max_eigenvalue, 0.0) + max(gamma, 1e-12))
 
     def chains(key, gamma_try, steps=probe_steps):
         # the step shrinks with a stronger localizer (stability: eps (nbeta mu + gamma) < 4)
@@ -308,7 +312,7 @@ def diagnose(
             init_loss=init_loss,
             nbeta=nbeta,
             localization=gamma_try,
-            step_size=min(eps, 0.1 / (nbeta * max(spec.max_eigenvalue, 0.0) + gamma_try)),
+            step_size=min(eps, 0.5 / (nbeta * max(spec.max_eigenvalue, 0.0) + gamma_try)),
             num_steps=steps,
             batch_size=batch,
             chunk=chunk,
@@ -331,6 +335,25 @@ def diagnose(
         if probe_steps:
             lower = chains(chain_key, gamma)
     higher_order = (lower is not None and lower.found) or (null is not None and null.found)
+    escaped = result is not None and "lower_loss_escape" in result.flags
+    if escaped and not (negative and not confined) and not large_gradient and not higher_order:
+        # the run's own chains are the longest probe: their escape is lower loss nearby
+        drop = float(np.min(result.evidence["lower_loss_escape"].values["min_loss_drop"]))
+        lower = LowerLoss(
+            found=True,
+            loss_drop=drop,
+            mean_excess=math.nan,
+            distance=math.nan,
+            direction=None,
+            point=None,
+            diverged=0,
+            num_chains=result.num_chains,
+            num_steps=result.num_burnin_steps + result.num_draws * result.num_steps_bw_draws,
+            step_size=float(result.step_size or math.nan),
+            batch_size=result.batch_size,
+            cost_in_sgld_steps=0.0,
+        )
+        higher_order = True
 
     kwargs, tried = {}, []
     if probe_steps and not large_gradient and ((negative and not confined) or higher_order):
