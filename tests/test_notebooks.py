@@ -6,8 +6,8 @@ import pytest
 from tests._notebooks import NOTEBOOKS, execute
 
 
-def test_there_are_four_notebooks_committed_with_outputs():
-    assert len(NOTEBOOKS) == 4
+def test_there_are_five_notebooks_committed_with_outputs():
+    assert len(NOTEBOOKS) == 5
     for path in NOTEBOOKS:
         book = nbformat.read(path, as_version=4)
         code = [c for c in book.cells if c.cell_type == "code"]
