@@ -46,6 +46,7 @@ class RunConfig(NamedTuple):
     chunked: bool = False  # return the final carry, so a later call can resume from it
     progress_total: int = 0  # steps of the whole run when it is chunked (0: this call's)
     per_sample_loss_fn: Callable | None = None  # (params, batch) -> per-row losses
+    project_held: bool = False  # some held direction has strength inf: project it out
 
     @property
     def total_steps(self) -> int:
@@ -163,7 +164,7 @@ def _run(
 
     def chain_step(key, state, batch, accept_now):
         new_state, info = sampler.kernel(key, state, loss_fn, batch, **settings)
-        if held is not None:  # directions of infinite strength: sample their complement
+        if config.project_held:  # directions of infinite strength: sample their complement
             new_state = _project_state(new_state, anchor, held)
         if config.acceptance_every_draws and sampler.proposal_scale is not None:
             acceptance = jax.lax.cond(

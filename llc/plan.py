@@ -160,6 +160,8 @@ def make_plan(
     if s.escape_direction is not None:
         check.check_like_params("escape_direction", s.escape_direction, params)
     held = None if s.held_directions is None else _check_held(s.held_directions, params)
+    if held is not None and np.isinf(held[1]).any():
+        config = config._replace(project_held=True)  # static: no projection otherwise
     probe = jax.tree.map(lambda x: x[: batch_size or n], data)
     check.check_loss_shape(loss_fn, params, probe)
 

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from llc._batching import gather, sample_indices
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
 from llc.hessian import HessianSpectrum, full_data_flat_matvec, hessian_spectrum
 from llc.loop import full_loss
@@ -206,8 +207,7 @@ def _probe_chains(
         if batch is None:
             rows = data
         else:
-            idx = jax.random.choice(batch_key, n, (batch,), replace=False)
-            rows = jax.tree.map(lambda x: x[idx], data)
+            rows = gather(data, sample_indices(batch_key, n, batch))
         new, info = kernel(
             noise_key,
             state,
