@@ -147,9 +147,10 @@ def still_spreading(distance: np.ndarray) -> Evidence | None:
         {"growth": grow[0], "stderr": grow[1], "level": level, "share": share},
         "The chains are still moving away from w* during the draws (along flat, degenerate "
         "directions the localized posterior is wide and the chains reach it slowly), so "
-        "they have not equilibrated: llc_mean is most likely an underestimate. Run more "
-        "burn-in (num_burnin_steps='auto' or larger), or a preconditioned sampler "
-        "(sampler='rmsprop_sgld').",
+        "they have not equilibrated and llc_mean may still be rising; growth along "
+        "directions that carry little loss can leave it nearly unchanged (see the docs' "
+        "reading-a-result page). Run more burn-in (num_burnin_steps='auto' or larger), or a "
+        "preconditioned sampler (sampler='rmsprop_sgld'), and compare.",
     )
 
 
