@@ -143,6 +143,13 @@ def _tried_text(f) -> str:
     return f"Localizations tried with short chains: {steps}."
 
 
+def _threshold(f) -> str:
+    """The confinement threshold nbeta |mu_min|, where a certified direction sets one."""
+    if not f["negative"]:
+        return ""
+    return f" (threshold nbeta |mu_min| = {f['min_gamma']:.4g})"
+
+
 def _projection(f) -> str:
     """The projection remedy, offered only when it covers every negative direction."""
     if f["cert"] is None or f["count"] != 1:
@@ -163,13 +170,14 @@ def verdict_and_remedy(flags, f, probed: bool) -> tuple[str, str]:
     if kwargs:
         apply = (
             f"estimate_llc(..., **report.estimate_kwargs) sets localization "
-            f"{kwargs['localization']:.4g}, verified with short chains (this lowers the "
+            f"{kwargs['localization']:.4g}{_threshold(f)}, verified with short chains (this "
+            "lowers the "
             "estimate in every direction: compare only at equal localization); "
         )
     elif f["tried"]:
         apply = (
-            f"no localization up to {f['tried'][-1]['localization']:.4g} kept short chains "
-            "above L_n(w*), so report.estimate_kwargs is empty; "
+            f"no localization up to {f['tried'][-1]['localization']:.4g}{_threshold(f)} kept "
+            "short chains above L_n(w*), so report.estimate_kwargs is empty; "
         )
     else:
         apply = ""
@@ -197,9 +205,14 @@ def verdict_and_remedy(flags, f, probed: bool) -> tuple[str, str]:
             f"Run diagnose with max_matvecs={4 * f['max_matvecs']}.",
         )
     if "negative_curvature" in flags:
+        held = (
+            f"held by localization {f['gamma']:g} > {f['min_gamma']:.4g}"
+            if f["negative"]
+            else "each below the resolution, held by localization "
+            f"{f['gamma']:g}, but many"
+        )
         return (
-            f"w* is a saddle ({saddle}) held by localization {f['gamma']:g} > "
-            f"{f['min_gamma']:.4g}; its negative directions contribute "
+            f"w* is a saddle ({saddle}) {held}; its negative directions contribute "
             f"{f['neg_part']:.3g} to the expected estimate (quadratic model).",
             f"Report the estimate with that contribution and the saddle's index; {relabel}; "
             "or refine w* to a nearby minimum.",
