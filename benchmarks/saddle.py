@@ -132,50 +132,103 @@ def case(name, truth, loss_fn, params, data, *, nbeta=None, gamma=1.0, batch=Non
 def cases():
     dummy = jnp.zeros((N, 1))
     mu = np.r_[np.ones(5), 0.5 * np.ones(3), np.zeros(4)]
-    yield case("quadratic minimum, flat directions", "minimum", quadratic(mu), jnp.zeros(12),
-               dummy, diag=mu)
-    yield case("quartic minimum, zero Hessian directions", "minimum", quartic_flat,
-               jnp.zeros(5), dummy, diag=[1.0, 0.5, 2.0, 0.0, 0.0])
+    yield case(
+        "quadratic minimum, flat directions",
+        "minimum",
+        quadratic(mu),
+        jnp.zeros(12),
+        dummy,
+        diag=mu,
+    )
+    yield case(
+        "quartic minimum, zero Hessian directions",
+        "minimum",
+        quartic_flat,
+        jnp.zeros(5),
+        dummy,
+        diag=[1.0, 0.5, 2.0, 0.0, 0.0],
+    )
     # d = 2000, bulk in [0, 1], one eigenvalue -1e-3: nbeta |mu_min| = 10 > gamma = 1
     mu = np.r_[np.linspace(0.0, 1.0, 1999), -1e-3]
-    yield case("tiny negative in a large bulk", "unconfined", quadratic(mu), jnp.zeros(2000),
-               dummy, nbeta=1e4, diag=mu)
+    yield case(
+        "tiny negative in a large bulk",
+        "unconfined",
+        quadratic(mu),
+        jnp.zeros(2000),
+        dummy,
+        nbeta=1e4,
+        diag=mu,
+    )
     # a converged -5e-6 against mu_max = 1; nbeta = 1e6 makes nbeta |mu_min| = 5 > 1
     mu = np.r_[np.ones(20), 0.5 * np.ones(10), -5e-6]
-    yield case("tiny eigenvalue decisive by nbeta", "unconfined", quadratic(mu), jnp.zeros(31),
-               dummy, nbeta=1e6, diag=mu)
+    yield case(
+        "tiny eigenvalue decisive by nbeta",
+        "unconfined",
+        quadratic(mu),
+        jnp.zeros(31),
+        dummy,
+        nbeta=1e6,
+        diag=mu,
+    )
     # 200 eigenvalues -1e-5 beside 300 at 1, nbeta = 1e3: each nbeta |mu| = 0.01 < gamma;
     # together 0.5 * 200 * (-0.01 / 0.99) = -1.01 against +150
     mu = np.r_[np.ones(300), -1e-5 * np.ones(200)]
-    yield case("many tiny confined negatives", "confined-immaterial", quadratic(mu),
-               jnp.zeros(500), dummy, nbeta=1e3, diag=mu)
+    yield case(
+        "many tiny confined negatives",
+        "confined-immaterial",
+        quadratic(mu),
+        jnp.zeros(500),
+        dummy,
+        nbeta=1e3,
+        diag=mu,
+    )
     # nbeta |mu_min| = 0.54 < gamma = 1: held, but -0.59 against +4.5 (13%)
     mu = np.r_[np.ones(9), -5e-4]
-    yield case("confined material saddle", "confined-material", quadratic(mu), jnp.zeros(10),
-               dummy, diag=mu)
+    yield case(
+        "confined material saddle",
+        "confined-material",
+        quadratic(mu),
+        jnp.zeros(10),
+        dummy,
+        diag=mu,
+    )
     toy = jnp.zeros((1000, 1))
     toy_mu = [1.0, 2.0, 0.5, 0.0, -1.0]
-    yield case("quartic toy saddle, gamma 1", "unconfined", quartic_toy, jnp.zeros(5), toy,
-               diag=toy_mu)
+    yield case(
+        "quartic toy saddle, gamma 1", "unconfined", quartic_toy, jnp.zeros(5), toy, diag=toy_mu
+    )
     # gamma = 1000 > nbeta = 144.8 holds it; the negative direction gives -0.085 of 0.12
-    yield case("quartic toy saddle, gamma 1000", "confined-material", quartic_toy,
-               jnp.zeros(5), toy, gamma=1000.0, diag=toy_mu)
+    yield case(
+        "quartic toy saddle, gamma 1000",
+        "confined-material",
+        quartic_toy,
+        jnp.zeros(5),
+        toy,
+        gamma=1000.0,
+        diag=toy_mu,
+    )
     dln = ground_truth.make_dln_problem([5, 4, 3], seed=0, num_data=N, prop_rank_reduce=0.0)
     yield case("DLN teacher", "minimum", dln.loss_fn, dln.params, dln.data, batch=500)
     mini = ground_truth.make_dln_problem(
         [5, 4, 4, 3], seed=0, num_data=N, prop_rank_reduce=1.0, point="minimal"
     )
-    yield case(f"3-layer DLN minimal point (rank {mini.rank})", "minimum", mini.loss_fn,
-               mini.params, mini.data, batch=500)
+    yield case(
+        f"3-layer DLN minimal point (rank {mini.rank})",
+        "minimum",
+        mini.loss_fn,
+        mini.params,
+        mini.data,
+        batch=500,
+    )
     origin = tuple(jnp.zeros_like(w) for w in dln.params)
     yield case("2-layer DLN origin", "unconfined", dln.loss_fn, origin, dln.data, batch=500)
-    deep = ground_truth.make_dln_problem([4, 3, 3, 4], seed=0, num_data=2000,
-                                         prop_rank_reduce=0.0)
+    deep = ground_truth.make_dln_problem([4, 3, 3, 4], seed=0, num_data=2000, prop_rank_reduce=0.0)
     origin = tuple(jnp.zeros_like(w) for w in deep.params)
     yield case("3-layer DLN origin", "higher-order", deep.loss_fn, origin, deep.data, batch=500)
     loss_fn, params, data = rank_one_point()
-    yield case("3-layer DLN rank-1 critical point", "higher-order", loss_fn, params, data,
-               batch=500)
+    yield case(
+        "3-layer DLN rank-1 critical point", "higher-order", loss_fn, params, data, batch=500
+    )
     init = tuple(
         0.3 * jax.random.normal(jax.random.key(i), w.shape) for i, w in enumerate(dln.params)
     )

@@ -208,8 +208,7 @@ def verdict_and_remedy(flags, f, probed: bool) -> tuple[str, str]:
         held = (
             f"held by localization {f['gamma']:g} > {f['min_gamma']:.4g}"
             if f["negative"]
-            else "each below the resolution, held by localization "
-            f"{f['gamma']:g}, but many"
+            else f"each below the resolution, held by localization {f['gamma']:g}, but many"
         )
         return (
             f"w* is a saddle ({saddle}) {held}; its negative directions contribute "
