@@ -73,14 +73,12 @@ def run(bucket: str, seed: int, factor: int, chains: int, quick: bool = False) -
         plan = plan_at(calibration.recommended["step_size"])  # records each chain's steps
         out = execute(plan)
         result = assemble(plan, out, start, calibration=calibration, warn=False)
-    rows = min(plan.eval_rows, plan.num_data)
-    head = jax.tree.map(lambda x: x[:rows], plan.data)
-    keys = jax.random.split(jax.random.fold_in(plan.rng_key, 13), 2)
+    key = jax.random.fold_in(plan.rng_key, 13)
     bias, stiffness = [], []
     for c in range(chains):
         where = jax.tree.map(lambda x, c=c: x[c], out.final_position)
-        absolute, curv = predicted_bias_at(keys, plan, where, head, out.scale[c])
-        bias.append(float(absolute) / abs(result.llc_per_chain[c]))
+        absolute, curv = predicted_bias_at(key, plan, where, out.scale[c])
+        bias.append(float(absolute[0]) / abs(result.llc_per_chain[c]))
         stiffness.append(float(np.max(np.asarray(out.scale_max[c]) * curv)))
     return {
         "bucket": bucket,

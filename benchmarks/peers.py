@@ -26,6 +26,7 @@ the DLN workload only, 100 steps, one timing repeat. Outputs: a table and
 import argparse
 import importlib.util
 import math
+import os
 import time
 import warnings
 
@@ -180,6 +181,7 @@ def main() -> None:
         print(f"  missing: {', '.join(missing)}")
         return
     steps, repeats = (QUICK_STEPS, 1) if args.quick else (STEPS, REPEATS)
+    os.environ.setdefault("TQDM_DISABLE", "1")  # devinterp's per-chain progress bars
     import devinterp  # noqa: F401  (imported here so its import time is not timed below)
 
     dln = peer_dln_problem()

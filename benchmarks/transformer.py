@@ -42,6 +42,7 @@ import argparse
 import contextlib
 import importlib.util
 import math
+import os
 import tempfile
 import time
 import warnings
@@ -424,6 +425,7 @@ def main() -> None:
         if args.quick
         else (NUM_DATA, STEPS, REPEATS, TRAIN_STEPS)
     )
+    os.environ.setdefault("TQDM_DISABLE", "1")  # devinterp's per-chain progress bars
     import devinterp  # noqa: F401  (imported here so its import time is not timed below)
     import torch
 

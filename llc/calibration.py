@@ -301,8 +301,7 @@ def _evaluate_grid(plan, config, model, gammas, step_sizes, thresholds) -> dict:
     results = [[None] * shape[1] for _ in range(shape[0])]
     bias = np.zeros(shape)
     stiffness = np.zeros(shape)
-    head = plan.head()
-    noise_keys = jax.random.split(jax.random.fold_in(plan.rng_key, 13), 2)
+    noise_key = jax.random.fold_in(plan.rng_key, 13)
     preconditioned = samplers.SAMPLERS[plan.sampler].proposal_scale not in (
         None,
         samplers.SAMPLERS["sgld"].proposal_scale,
@@ -319,7 +318,7 @@ def _evaluate_grid(plan, config, model, gammas, step_sizes, thresholds) -> dict:
             continue
         chain = int(np.flatnonzero(finite)[0])
         where = jax.tree.map(lambda x, c=chain: x[c], one.final_position)
-        per_chain, curv = predicted_bias_at(noise_keys, plan, where, head, steps)
+        per_chain, curv = predicted_bias_at(noise_key, plan, where, steps)
         absolute = float(np.mean(per_chain))
         bias[at] = absolute / max(abs(r.llc_mean), 1e-12)
         stiff = float(np.max(one.scale_max[finite] * (curv + g)))

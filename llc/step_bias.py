@@ -23,7 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
-from llc.hessian import hvp, largest_eigenvalue_magnitude
+from llc.hessian import largest_eigenvalue_magnitude
+from llc.mesh import to_host
 
 __all__ = [
     "MAX_STEP_BIAS",
@@ -36,7 +37,8 @@ __all__ = [
 ]
 
 MAX_STEP_BIAS = 0.025  # the calibration rule's default max_bias, and step_size_bias's
-_NUM_PROBES = 16
+_NUM_PROBES = 16  # full-batch Hutchinson probes on the head rows
+_NUM_MINIBATCH_PROBES = 32  # minibatch probes: twice as many, each on fresh rows
 
 
 class CurvatureModel(NamedTuple):
@@ -69,9 +71,10 @@ def curvature_model(
 ) -> CurvatureModel:
     """Curvature and gradient noise at w*: the default grid's unit and the stability bound.
 
-    Costs ``30 + 16`` Hessian-vector products on up to ``eval_rows`` samples and 16
-    minibatch gradients. (The rule's bias prediction uses the same two quantities, but
-    measured where each calibration setting's chains ended: see the module docstring.)
+    Costs 30 Hessian-vector products on up to ``eval_rows`` samples and 32 on minibatches
+    (16 on the ``eval_rows`` for full batch). (The rule's bias prediction uses the same
+    two quantities, but measured where each calibration setting's chains ended: see the
+    module docstring.)
 
     Examples:
         >>> import jax, jax.numpy as jnp
@@ -84,49 +87,65 @@ def curvature_model(
     n = jax.tree.leaves(data)[0].shape[0]
     rows = min(eval_rows, n)
     head = jax.tree.map(lambda x: x[:rows], data)
-    lanczos_key, probe_key, batch_key = jax.random.split(rng_key, 3)
+    lanczos_key, probe_key = jax.random.split(rng_key)
     mu = float(largest_eigenvalue_magnitude(lanczos_key, loss_fn, params, head))
-    diag, variance = _local_noise(probe_key, batch_key, loss_fn, params, data, head, batch_size)
+    diag, variance = _local_noise(probe_key, loss_fn, params, data, head, batch_size)
     return CurvatureModel(mu, diag, variance, 1.0 / (nbeta * mu + localization))
 
 
-@jax.jit(static_argnames=("loss_fn",))
-def _hutchinson_diagonal(rng_key, loss_fn, params, batch):
-    """``E[z * (H z)]`` over Rademacher probes ``z``: an unbiased estimate of diag(H)."""
-    flat, unravel = jax.flatten_util.ravel_pytree(params)
-    matvec = hvp(loss_fn, params, batch)
-    signs = jax.random.rademacher(rng_key, (_NUM_PROBES, flat.size), flat.dtype)
-
-    def one(z):
-        return z * jax.flatten_util.ravel_pytree(matvec(unravel(z)))[0]
-
-    return jnp.mean(jax.lax.map(one, signs), axis=0)
-
-
 @jax.jit(static_argnames=("loss_fn", "batch_size"))
-def _minibatch_gradient_variance(rng_key, loss_fn, params, data, batch_size):
-    """Per-coordinate variance of the minibatch-mean gradient at ``params``."""
+def _probe_noise(rng_key, loss_fn, positions, data, head, batch_size):
+    """Hutchinson's ``diag(H)`` and the minibatch-gradient variance at every chain's position.
+
+    Each probe is one forward-over-reverse pass, ``jax.jvp`` of ``jax.grad``, which gives
+    the gradient and ``H z`` together: on a fresh minibatch of ``batch_size`` rows (an
+    unbiased ``diag(H)``, and the gradient's variance across probes), or on ``head`` for
+    full-batch runs (no gradient noise). Chains are vmapped, probes mapped: the whole
+    evaluation is one program whose cost is ``_NUM_PROBES`` minibatch steps per chain.
+
+    Returns:
+        ``(diag, variance)``, each ``(chains, d)``.
+    """
     n = jax.tree.leaves(data)[0].shape[0]
+    probes = _NUM_PROBES if batch_size is None else _NUM_MINIBATCH_PROBES
 
-    def one(key):
-        idx = jax.random.randint(key, (batch_size,), 0, n)
-        batch = jax.tree.map(lambda x: x[idx], data)
-        return jax.flatten_util.ravel_pytree(jax.grad(loss_fn)(params, batch))[0]
+    def at(key, where):
+        flat, unravel = jax.flatten_util.ravel_pytree(where)
 
-    grads = jax.lax.map(one, jax.random.split(rng_key, _NUM_PROBES))
-    return jnp.var(grads, axis=0, ddof=1)
+        def one(k):
+            sign_key, batch_key = jax.random.split(k)
+            z = jax.random.rademacher(sign_key, flat.shape, flat.dtype)
+            batch = head
+            if batch_size is not None:
+                idx = jax.random.randint(batch_key, (batch_size,), 0, n)
+                batch = jax.tree.map(lambda x: x[idx], data)
+            grad_fn = jax.grad(lambda p: loss_fn(p, batch))
+            g, hz = jax.jvp(grad_fn, (where,), (unravel(z),))
+            return jax.flatten_util.ravel_pytree(g)[0], z * jax.flatten_util.ravel_pytree(hz)[0]
+
+        g, zhz = jax.lax.map(one, jax.random.split(key, probes))
+        zero = jnp.zeros_like(flat)
+        return jnp.mean(zhz, axis=0), zero if batch_size is None else jnp.var(g, 0, ddof=1)
+
+    chains = jax.tree.leaves(positions)[0].shape[0]
+    return jax.vmap(at)(jax.random.split(rng_key, chains), positions)
 
 
-def _local_noise(probe_key, batch_key, loss_fn, params, data, head, batch_size):
-    """Hutchinson's ``diag(H)`` on ``head`` and the minibatch-gradient variance at a point."""
-    diag = np.asarray(_hutchinson_diagonal(probe_key, loss_fn, params, head), np.float64)
-    if batch_size is None:
-        return diag, np.zeros_like(diag)
-    variance = _minibatch_gradient_variance(batch_key, loss_fn, params, data, batch_size)
-    return diag, np.asarray(variance, np.float64)
+def _local_noise(rng_key, loss_fn, params, data, head, batch_size):
+    """:func:`_probe_noise` at one point, as ``(d,)`` host arrays."""
+    one = jax.tree.map(lambda x: jnp.asarray(x)[None], params)
+    diag, variance = _probe_noise(rng_key, loss_fn, one, data, head, batch_size)
+    return np.asarray(diag[0], np.float64), np.asarray(variance[0], np.float64)
 
 
-def predicted_bias_at(noise_keys, plan, where, head, steps):
+def _bias(plan, diag, variance, steps):
+    """``steps @ (nbeta diag(H)^+ + nbeta^2 c) / 8`` and ``nbeta diag(H)^+``."""
+    curv = plan.nbeta * np.clip(diag, 0, None)
+    noise = plan.nbeta**2 * variance
+    return np.sum(np.asarray(steps, np.float64) * (curv + noise), axis=-1) / 8, curv
+
+
+def predicted_bias_at(rng_key, plan, where, steps):
     """The rule's first-order step-size bias of steps ``steps`` at the point ``where``.
 
     Returns ``(absolute, curv)``: ``steps @ (nbeta diag(H) + nbeta^2 c) / 8`` (one value
@@ -134,11 +153,9 @@ def predicted_bias_at(noise_keys, plan, where, head, steps):
     clipped at 0, both measured at ``where`` (the module docstring has the derivation).
     """
     diag, variance = _local_noise(
-        *noise_keys, plan.loss_fn, where, plan.data, head, plan.config.batch_size
+        rng_key, plan.loss_fn, where, plan.data, plan.head(), plan.config.batch_size
     )
-    curv = plan.nbeta * np.clip(diag, 0, None)
-    noise = plan.nbeta**2 * variance
-    return np.asarray(steps, np.float64) @ (curv + noise) / 8, curv
+    return _bias(plan, diag, variance, np.atleast_2d(steps))
 
 
 def chain_bias(plan, positions, steps, alive) -> np.ndarray:
@@ -154,15 +171,17 @@ def chain_bias(plan, positions, steps, alive) -> np.ndarray:
         ``(chains,)``: :func:`predicted_bias_at` in units of ``nbeta (L - L*)``, NaN for
         the chains not evaluated or with non-finite steps.
     """
-    rows = min(plan.eval_rows, plan.num_data)
-    head = jax.tree.map(lambda x: x[:rows], plan.data)
-    noise_keys = jax.random.split(jax.random.fold_in(plan.rng_key, 13), 2)
     steps = np.asarray(steps, np.float64)
-    out = np.full(steps.shape[0], np.nan)
-    for c in np.flatnonzero(np.asarray(alive) & np.all(np.isfinite(steps), axis=1)):
-        where = jax.tree.map(lambda x, c=c: x[c], positions)
-        out[c] = float(predicted_bias_at(noise_keys, plan, where, head, steps[c][None])[0][0])
-    return out
+    keep = np.asarray(alive) & np.all(np.isfinite(steps), axis=1)
+    if not keep.any():
+        return np.full(steps.shape[0], np.nan)
+    key = jax.random.fold_in(plan.rng_key, 13)
+    diag, variance = _probe_noise(
+        key, plan.loss_fn, positions, plan.data, plan.head(), plan.config.batch_size
+    )
+    diag, variance = (np.asarray(x, np.float64) for x in to_host((diag, variance)))
+    absolute, _ = _bias(plan, diag, variance, np.where(keep[:, None], steps, 0.0))
+    return np.where(keep, absolute, np.nan)
 
 
 def less_step_bias(llc_mean: float, predicted_step_bias) -> float | None:
