@@ -381,6 +381,10 @@ def run_case(c, run):
         "hvps": rep.num_matvecs,
         "cost_in_sgld_steps": rep.cost_in_sgld_steps,
         "cost_ratio": rep.cost_in_sgld_steps / DEFAULT_RUN_CHAIN_STEPS,
+        "cost_parts": dict(rep.cost_parts),
+        # the verdict alone: everything but verifying the remedy's localization
+        "verdict_cost_ratio": (rep.cost_in_sgld_steps - rep.cost_parts["remedy_checks"])
+        / DEFAULT_RUN_CHAIN_STEPS,
         "diagnosis_time_s": t_diag,
         "estimate_kwargs": dict(rep.estimate_kwargs),
         "remedy": None,
@@ -431,7 +435,8 @@ def main():
     rows = []
     print(
         f"{'case':42} {'truth':>19} {'predicted':>19} {'ok':>3} {'mu_min':>10} {'ref':>10} "
-        f"{'mu_max':>9} {'ref':>9} {'HVPs':>5} {'steps':>7} {'ratio':>6} {'remedy':>42}"
+        f"{'mu_max':>9} {'ref':>9} {'HVPs':>5} {'steps':>7} {'ratio':>6} {'verdict':>7} "
+        f"{'remedy':>42}"
     )
     t_start = time.perf_counter()
     for c in cases():
@@ -453,7 +458,7 @@ def main():
             f"{'yes' if r['right'] else 'NO':>3} {r['mu_min']:>10.3g} "
             f"{r['reference_mu_min']:>10.3g} {r['mu_max']:>9.3g} {r['reference_mu_max']:>9.3g} "
             f"{r['hvps']:>5} {r['cost_in_sgld_steps']:>7.0f} {r['cost_ratio']:>6.1%} "
-            f"{remedy:>42}",
+            f"{r['verdict_cost_ratio']:>7.1%} {remedy:>42}",
             flush=True,
         )
     print("\nflags and verdicts:")
@@ -463,6 +468,8 @@ def main():
     minima = [r for r in rows if r["truth"] == "minimum"]
     flagged_minima = [r["case"] for r in minima if r["flags"]]
     ratios = [r["cost_ratio"] for r in rows]
+    verdict_ratios = [r["verdict_cost_ratio"] for r in rows]
+    parts = {k: float(np.median([r["cost_parts"][k] for r in rows])) for k in rows[0]["cost_parts"]}
     remedies = [r for r in rows if r["remedy"] is not None]
     remedy_ok = sum(r["remedy"]["ok"] for r in remedies)
     within = sum(r["remedy"]["non_negative_within_2_stderr"] for r in remedies)
@@ -483,6 +490,10 @@ def main():
         "median_cost_ratio": float(np.median(ratios)),
         "max_cost_ratio": float(np.max(ratios)),
         "cases_over_5_percent": sum(x > 0.05 for x in ratios),
+        "median_verdict_cost_ratio": float(np.median(verdict_ratios)),
+        "max_verdict_cost_ratio": float(np.max(verdict_ratios)),
+        "verdicts_over_5_percent": sum(x > 0.05 for x in verdict_ratios),
+        "median_cost_parts_in_sgld_steps": parts,
         "remedies_ok": remedy_ok,
         "remedies_run": len(remedies),
         "remedies_ok_within_2_stderr": within,
@@ -498,7 +509,10 @@ def main():
         + f"\ncost of a diagnosis against a default estimate_llc run ({DEFAULT_RUN_CHAIN_STEPS} "
         f"chain-steps): median {totals['median_cost_ratio']:.1%}, max "
         f"{totals['max_cost_ratio']:.1%}, {totals['cases_over_5_percent']} of {len(rows)} "
-        "cases above 5% (goal <= 5%)"
+        "cases above 5% (goal <= 5%); the verdict alone (no remedy checks): median "
+        f"{totals['median_verdict_cost_ratio']:.1%}, max {totals['max_verdict_cost_ratio']:.1%}; "
+        "median parts in SGLD steps: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in parts.items())
         + f"\nremedies (estimate_kwargs followed): {remedy_ok} of {len(remedies)} gave a finite, "
         f"non-negative estimate without lower_loss_escape ({within} non-negative within 2 "
         "standard errors)"

@@ -89,10 +89,15 @@ def _higher_order(f) -> Evidence:
     lo, null = f["lower"], f["null"]
     how = []
     if lo is not None:
+        where = (
+            "(the run keeps no positions: no direction)"
+            if lo.direction is None
+            else "(direction: diagnosis.lower_loss.direction)"
+        )
         how.append(
-            f"{lo.num_chains} localized chains of {lo.num_steps} steps (step {lo.step_size:.3g}): "
-            f"lowest nbeta (L - L*) {lo.loss_drop:.3g} at distance {lo.distance:.3g} "
-            "(direction: diagnosis.lower_loss.direction)"
+            f"{_chains_text(lo)} (step {lo.step_size:.3g}): lowest nbeta (L - L*) "
+            f"{lo.loss_drop:.3g} {'within' if lo.direction is None else 'at'} distance "
+            f"{lo.distance:.3g} {where}"
         )
     if null is not None and null.num_directions:
         how.append(
@@ -231,6 +236,12 @@ def verdict_and_remedy(flags, f, probed: bool) -> tuple[str, str]:
     return f"No test found w* to be other than a local minimum: {tested}", ""
 
 
+def _chains_text(lo) -> str:
+    """Whose chains probed for lower loss: diagnose's own, or the run's."""
+    who = "the run's" if lo.source == "run" else "short localized"
+    return f"{who} {lo.num_chains} chains of {lo.num_steps} steps"
+
+
 def _tested(f, probed: bool) -> str:
     parts = [f"gradient {f['g_norm']:.2g}"]
     parts.append(f"smallest eigenvalue {f['mu_min']:.3g} (resolution {f['tolerance']:.2g})")
@@ -248,7 +259,7 @@ def _tested(f, probed: bool) -> str:
     lo = f["lower"]
     if lo is not None:
         parts.append(
-            f"{lo.num_chains} short chains of {lo.num_steps} steps stayed above L_n(w*) - "
+            f"{_chains_text(lo)} stayed above L_n(w*) - "
             f"1/nbeta (lowest nbeta (L - L*) {lo.loss_drop:.3g})"
         )
     elif not probed:

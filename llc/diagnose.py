@@ -27,6 +27,7 @@ from llc import _chunks
 from llc import _validation as check
 from llc._diagnosis_text import confined_explanation, evidence_for, verdict_and_remedy
 from llc._remedy import found, verified_localization
+from llc._run_probe import covers, lower_loss_of_run
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
 from llc.hessian import HessianSpectrum, checked_point, full_data_flat_matvec
 from llc.lanczos import lanczos
@@ -85,6 +86,9 @@ class Diagnosis(NamedTuple):
         num_matvecs: Hessian-vector products spent.
         cost_in_sgld_steps: the whole diagnosis in minibatch SGLD steps (a full-data
             Hessian-vector product ~ 2 n / batch steps), the short chains included.
+        cost_parts: that cost by part: ``lanczos``, ``gradient`` (the gradient term's
+            quadrature), ``null_search``, ``lower_loss_probe`` (0 where the ``result``'s
+            chains were the probe) and ``remedy_checks`` (verifying ``estimate_kwargs``).
     """
 
     flags: tuple
@@ -109,6 +113,7 @@ class Diagnosis(NamedTuple):
     localization: float
     num_matvecs: int
     cost_in_sgld_steps: float
+    cost_parts: dict
 
 
 @partial(jax.jit, static_argnames=("loss_fn", "num_matvecs", "chunk"))
@@ -137,6 +142,22 @@ def _quadratic_model(spec, nbeta, gamma, tol):
     neg = 0.5 * d * np.sum(np.where(nodes < -floor, w * share, 0.0), axis=1)
     se = float(np.std(neg, ddof=1) / math.sqrt(len(neg))) if len(neg) > 1 else math.nan
     return float(np.mean(per_probe)), float(np.mean(neg)), se
+
+
+def _gradient_matvecs(spec, cert, g_norm, nbeta, gamma, m) -> int:
+    """Lanczos steps for the gradient term: 1 where even its bound is negligible.
+
+    The term is ``-(nbeta ||g||)^2 sum_j w_j s(mu_j)`` with ``s(mu) = (gamma + nbeta mu /
+    2) / (nbeta mu + gamma)^2``, decreasing on the confined range, so ``s(mu_min)`` bounds
+    it. Below 0.005 (a hundredth of the smallest scale the flag compares it with) one
+    step, the Rayleigh quotient of ``g``, is enough; unconfined, the term is not used.
+    """
+    mu_min = min(spec.min_eigenvalue, cert.rayleigh_quotient) if cert else spec.min_eigenvalue
+    p = nbeta * mu_min + gamma
+    if p <= 0:
+        return 1
+    bound = (nbeta * g_norm) ** 2 * (gamma + 0.5 * nbeta * mu_min) / p**2
+    return 1 if bound < 0.005 else m
 
 
 def _curvature_facts(spec, cert, tol, gradient, nbeta, gamma) -> dict:
@@ -288,7 +309,7 @@ def diagnose(
         num_probes=check.check_count("num_probes", num_probes, minimum=1),
         chunk=chunk,
     )
-    m_grad = min(m, d)
+    m_grad = _gradient_matvecs(spec, cert, g_norm, nbeta, gamma, min(m, d))
     _, g_nodes, g_weights = jax.tree.map(
         np.asarray, _gradient_quadrature(grad_key, loss_fn, params, data, m_grad, chunk)
     )
@@ -318,6 +339,8 @@ def diagnose(
             chunk=chunk,
         )
 
+    probe_eps = min(eps, 0.5 / (nbeta * max(spec.max_eigenvalue, 0.0) + gamma))
+    run_covers = covers(result, nbeta, gamma, probe_steps, probe_eps)
     lower = null = None
     if decided and not material and not large_gradient:
         null = search_null_directions(
@@ -332,27 +355,15 @@ def diagnose(
             tolerance=tol,
             chunk=chunk,
         )
-        if probe_steps:
+        if run_covers:  # the run's chains went at least as far as the probe's would
+            lower = lower_loss_of_run(result)
+        elif probe_steps:
             lower = chains(chain_key, gamma)
     higher_order = (lower is not None and lower.found) or (null is not None and null.found)
     escaped = result is not None and "lower_loss_escape" in result.flags
     if escaped and not (negative and not confined) and not large_gradient and not higher_order:
         # the run's own chains are the longest probe: their escape is lower loss nearby
-        drop = float(np.min(result.evidence["lower_loss_escape"].values["min_loss_drop"]))
-        lower = LowerLoss(
-            found=True,
-            loss_drop=drop,
-            mean_excess=math.nan,
-            distance=math.nan,
-            direction=None,
-            point=None,
-            diverged=0,
-            num_chains=result.num_chains,
-            num_steps=result.num_burnin_steps + result.num_draws * result.num_steps_bw_draws,
-            step_size=float(result.step_size or math.nan),
-            batch_size=result.batch_size,
-            cost_in_sgld_steps=0.0,
-        )
+        lower = lower_loss_of_run(result)._replace(found=True)
         higher_order = True
 
     kwargs, tried = {}, []
@@ -408,9 +419,13 @@ def diagnose(
     verdict, remedy = verdict_and_remedy(flags, facts, probe_steps > 0)
 
     per_matvec = 2.0 * n / batch  # a full-data HVP in minibatch steps
-    cost = spent * per_matvec + (lower.cost_in_sgld_steps if lower else 0.0)
-    cost += (null.num_evaluations * per_matvec / 4) if null else 0.0  # a loss ~ 1/4 HVP
-    cost += sum(t["cost"] for t in tried)
+    parts = {
+        "lanczos": (spent - m_grad) * per_matvec,
+        "gradient": m_grad * per_matvec,
+        "null_search": (null.num_evaluations * per_matvec / 4) if null else 0.0,  # ~1/4 HVP
+        "lower_loss_probe": lower.cost_in_sgld_steps if lower else 0.0,
+        "remedy_checks": float(sum(t["cost"] for t in tried)),
+    }
     return Diagnosis(
         flags=tuple(flags),
         evidence=evidence,
@@ -433,5 +448,6 @@ def diagnose(
         nbeta=nbeta,
         localization=gamma,
         num_matvecs=spent,
-        cost_in_sgld_steps=cost,
+        cost_in_sgld_steps=sum(parts.values()),
+        cost_parts=parts,
     )

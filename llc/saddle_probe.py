@@ -169,6 +169,8 @@ class LowerLoss(NamedTuple):
         batch_size: the minibatch used (None: full batch).
         cost_in_sgld_steps: chain-steps plus the full-data checks, in minibatch steps,
             over every run.
+        source: ``"probe"`` (these short chains) or ``"run"`` (the chains of the
+            :func:`llc.estimate_llc` result passed to :func:`llc.diagnose`).
     """
 
     found: bool
@@ -183,6 +185,7 @@ class LowerLoss(NamedTuple):
     step_size: float
     batch_size: int | None
     cost_in_sgld_steps: float
+    source: str = "probe"
 
 
 @partial(

@@ -249,3 +249,46 @@ def test_projecting_the_negative_directions_out_samples_the_complement():
     exact = float(np.sum(0.5 * nbeta * mu[:4] / (nbeta * mu[:4] + 1.0)))
     assert "lower_loss_escape" not in r.flags
     assert_within_stderr(r, exact, extra=0.01)
+
+
+@pytest.mark.parametrize(("probe_step", "source"), [(None, "run"), (1e-3, "probe")])
+def test_a_run_that_diffused_as_far_as_the_probe_is_the_probe(probe_step, source):
+    # At a minimum, diagnose(result=r) reuses r's chains for the lower-loss question when
+    # they went at least as far (steps x step) as its own short chains would: by default
+    # those take r's step for 1,000 steps, r took 2,000. A probe asked to step 1e-3
+    # (capped at 0.5 / (nbeta mu_max + gamma) = 2.3e-4; 1,000 x 2.3e-4 > 2,000 x 5e-5)
+    # is not covered, and runs.
+    mu = np.array([1.0, 0.5, 2.0, 0.05])
+    r = llc.estimate_llc(
+        jax.random.key(1), diagonal(mu), jnp.zeros(4), dummy_data(N), step_size=5e-5
+    )
+    rep = llc.diagnose(
+        jax.random.key(0),
+        diagonal(mu),
+        jnp.zeros(4),
+        dummy_data(N),
+        result=r,
+        step_size=probe_step,
+    )
+    assert rep.lower_loss.source == source and not rep.lower_loss.found
+    assert (rep.cost_parts["lower_loss_probe"] == 0) == (source == "run")
+    assert rep.cost_in_sgld_steps == pytest.approx(sum(rep.cost_parts.values()))
+    assert not SADDLE_FLAGS & set(rep.flags), rep.flags
+    assert ("the run's" in rep.verdict) == (source == "run")
+
+
+def test_an_escaped_run_makes_a_higher_order_saddle_without_a_probe():
+    # The origin of a 3-layer linear network (zero gradient and Hessian, a cubic loss): a
+    # run that escaped, longer than the probe at the same step (2,000 steps against
+    # 1,000), is the probe, and diagnose reads the higher-order saddle from it.
+    p = _three_layer_dln()
+    origin = tuple(jnp.zeros_like(w) for w in p.params)
+    with pytest.warns(RuntimeWarning, match="lower_loss_escape"):
+        r = llc.estimate_llc(
+            jax.random.key(1), p.loss_fn, origin, p.data, step_size=5e-4, num_chains=2
+        )
+    rep = llc.diagnose(jax.random.key(0), p.loss_fn, origin, p.data, result=r, verify_steps=100)
+    assert "higher_order_saddle" in rep.flags
+    assert rep.lower_loss.source == "run" and rep.lower_loss.found
+    assert rep.lower_loss.loss_drop < -1
+    assert rep.cost_parts["lower_loss_probe"] == 0
