@@ -327,6 +327,41 @@ def remedy_run(c, rep, mu_max, eigs, run):
     }
 
 
+def after_run(c, run, mu_max):
+    """``diagnose(result=r)`` after an ``estimate_llc`` run at the case's own settings.
+
+    The run has estimate_llc's default length (``run``) at step ``0.1 / (nbeta mu_max +
+    gamma)``; its chains are the lower-loss probe when they went as far as diagnose's own
+    would (:func:`llc._run_probe.covers`). The verdict's cost is everything but the
+    remedy checks.
+    """
+    step = 0.1 / (c["nbeta"] * max(mu_max, 0.0) + c["gamma"])
+    args = (c["loss_fn"], c["params"], c["data"])
+    res = quiet(
+        llc.estimate_llc,
+        jax.random.key(2),
+        *args,
+        step_size=step,
+        nbeta=c["nbeta"],
+        localization=c["gamma"],
+        batch_size=c["batch"],
+        progress_bar=False,
+        **run,
+    )
+    rep = quiet(llc.diagnose, jax.random.key(0), *args, result=res)
+    pred = predicted_class(rep)
+    verdict_cost = rep.cost_in_sgld_steps - rep.cost_parts["remedy_checks"]
+    return {
+        "predicted": pred,
+        "right": pred == c["truth"],
+        "flags": list(rep.flags),
+        "run_flags": list(res.flags),
+        "lower_loss_source": rep.lower_loss.source if rep.lower_loss else None,
+        "cost_parts": dict(rep.cost_parts),
+        "verdict_cost_ratio": verdict_cost / DEFAULT_RUN_CHAIN_STEPS,
+    }
+
+
 def run_case(c, run):
     n = jax.tree.leaves(c["data"])[0].shape[0]
     batch = c["batch"] or n
@@ -389,8 +424,11 @@ def run_case(c, run):
         "estimate_kwargs": dict(rep.estimate_kwargs),
         "remedy": None,
     }
-    if c["truth"] in SADDLES:
+    if c["truth"] in SADDLES and "no localization up to" in rep.remedy:
+        row["remedy"] = {"refused": True, "ok": False, "remedy_text": rep.remedy}
+    elif c["truth"] in SADDLES:
         row["remedy"] = remedy_run(c, rep, max(spec.max_eigenvalue, ref_max), eigs, run)
+    row["after_run"] = after_run(c, run, max(spec.max_eigenvalue, ref_max))
     return row
 
 
@@ -403,7 +441,7 @@ def plot(rows, out):
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for r in rows:
         rem = r["remedy"]
-        if rem is None:
+        if rem is None or rem.get("refused"):
             continue
         gamma = rem["estimate_kwargs"].get("localization", r["localization"])
         ax.plot(rem["trace"], "-" if rem["ok"] else "--", label=f"{r['case']} (γ = {gamma:.3g})")
@@ -446,7 +484,9 @@ def main():
         rows.append(r)
         rem = r["remedy"]
         remedy = "-"
-        if rem is not None:
+        if rem is not None and rem.get("refused"):
+            remedy = "refused (no localization verified)"
+        elif rem is not None:
             gamma = rem["estimate_kwargs"].get("localization", r["localization"])
             held = "" if rem["confines_exact_hessian"] is not False else "<nβ|μ|"
             remedy = (
@@ -461,6 +501,13 @@ def main():
             f"{r['verdict_cost_ratio']:>7.1%} {remedy:>42}",
             flush=True,
         )
+        a = r["after_run"]
+        print(
+            f"{'  after a run: diagnose(result=r)':42} {'':>19} {a['predicted']:>19} "
+            f"{'yes' if a['right'] else 'NO':>3} probe: {a['lower_loss_source'] or '-':>5}, "
+            f"verdict {a['verdict_cost_ratio']:.1%} of the run",
+            flush=True,
+        )
     print("\nflags and verdicts:")
     for r in rows:
         print(f"  {r['case']}: [{', '.join(r['flags']) or 'no flags'}] {r['verdict']}")
@@ -470,7 +517,10 @@ def main():
     ratios = [r["cost_ratio"] for r in rows]
     verdict_ratios = [r["verdict_cost_ratio"] for r in rows]
     parts = {k: float(np.median([r["cost_parts"][k] for r in rows])) for k in rows[0]["cost_parts"]}
-    remedies = [r for r in rows if r["remedy"] is not None]
+    refused = [r["case"] for r in rows if r["remedy"] is not None and r["remedy"].get("refused")]
+    remedies = [r for r in rows if r["remedy"] is not None and not r["remedy"].get("refused")]
+    after = [r["after_run"] for r in rows]
+    after_ratios = [a["verdict_cost_ratio"] for a in after]
     remedy_ok = sum(r["remedy"]["ok"] for r in remedies)
     within = sum(r["remedy"]["non_negative_within_2_stderr"] for r in remedies)
     short = [r["case"] for r in remedies if r["remedy"]["confines_exact_hessian"] is False]
@@ -494,6 +544,12 @@ def main():
         "max_verdict_cost_ratio": float(np.max(verdict_ratios)),
         "verdicts_over_5_percent": sum(x > 0.05 for x in verdict_ratios),
         "median_cost_parts_in_sgld_steps": parts,
+        "after_run_right": sum(a["right"] for a in after),
+        "after_run_wrong_cases": [r["case"] for r in rows if not r["after_run"]["right"]],
+        "after_run_median_verdict_cost_ratio": float(np.median(after_ratios)),
+        "after_run_max_verdict_cost_ratio": float(np.max(after_ratios)),
+        "after_run_verdicts_over_5_percent": sum(x > 0.05 for x in after_ratios),
+        "remedies_refused": refused,
         "remedies_ok": remedy_ok,
         "remedies_run": len(remedies),
         "remedies_ok_within_2_stderr": within,
@@ -513,9 +569,14 @@ def main():
         f"{totals['median_verdict_cost_ratio']:.1%}, max {totals['max_verdict_cost_ratio']:.1%}; "
         "median parts in SGLD steps: "
         + ", ".join(f"{k} {v:.0f}" for k, v in parts.items())
+        + f"\nafter a run (diagnose(result=r), the run's chains as the probe where they cover "
+        f"it): verdicts right {totals['after_run_right']} of {len(rows)}, verdict cost median "
+        f"{totals['after_run_median_verdict_cost_ratio']:.1%}, max "
+        f"{totals['after_run_max_verdict_cost_ratio']:.1%} of the run"
         + f"\nremedies (estimate_kwargs followed): {remedy_ok} of {len(remedies)} gave a finite, "
         f"non-negative estimate without lower_loss_escape ({within} non-negative within 2 "
         "standard errors)"
+        + (f"; refused (none verified, said so): {', '.join(refused)}" if refused else "")
         + (
             f"; localization below the exact Hessian's nbeta |mu_min| (<nβ|μ|): {', '.join(short)}"
             if short

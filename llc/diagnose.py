@@ -245,8 +245,8 @@ def diagnose(
             ``0.5 / (nbeta mu_max + gamma)``, an eighth of the stability bound: a
             smaller step does not travel far enough in ``probe_steps`` to find the
             lower loss of a balanced rank-k point of a deep linear network).
-        batch_size: the short chains' minibatch (default: the result's, else
-            ``min(n, 1024)``).
+        batch_size: the short chains' minibatch (default: the result's, all n for a
+            full-batch result, else ``min(n, 1024)``).
         k: extreme eigenvalues to compute.
         num_matvecs: Lanczos steps of the first run (doubled until decided).
         max_matvecs: the longest Lanczos run; beyond it the verdict is ``undecided``.
@@ -286,7 +286,7 @@ def diagnose(
         nbeta = result.nbeta if nbeta is None else nbeta
         localization = result.localization
         step_size = result.step_size if step_size is None else step_size
-        batch_size = result.batch_size if batch_size is None else batch_size
+        batch_size = (result.batch_size or n) if batch_size is None else batch_size
     nbeta = check.check_real(
         "nbeta", default_nbeta(n) if nbeta is None else nbeta, allow_zero=False
     )

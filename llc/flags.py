@@ -19,6 +19,7 @@ __all__ = [
     "Evidence",
     "above_half_dimension",
     "diverged",
+    "imprecise",
     "interrupted",
     "lower_loss_escape",
     "negative_estimate",
@@ -30,6 +31,7 @@ __all__ = [
 ]
 
 SPREAD_REL = 0.05  # still_spreading: the distance must grow by this share of its level
+IMPRECISE_REL = 0.05  # imprecise: a standard error above this share of |llc_mean|
 
 MAX_LINE = 200  # characters of one flag's line in a warning
 
@@ -266,6 +268,37 @@ def negative_estimate(llc_mean: float, per_chain: np.ndarray) -> Evidence | None
         "minimum (a saddle, or not a critical point), or the localizer does not confine "
         "them. Check the gradient and the Hessian's smallest eigenvalue at w* "
         "(llc.diagnose), raise localization, or refine w* to a nearby minimum.",
+    )
+
+
+def imprecise(llc_mean: float, stderr: float, num_chains: int) -> Evidence | None:
+    """A standard error above 5% of ``|llc_mean|``: the run cannot resolve 10%.
+
+    Two standard errors then exceed a tenth of the estimate, so an error of 10% is
+    within the run's own noise: the estimate is not wrong, it is not known that well.
+
+    Examples:
+        >>> imprecise(0.2, 0.025, 4).message
+        'llc_stderr 0.025 is 12.5% of |llc_mean| 0.2: known to +/- 25% (2 s.e.)'
+        >>> imprecise(14.0, 0.2, 4) is None
+        True
+    """
+    if not (math.isfinite(llc_mean) and math.isfinite(stderr)):
+        return None
+    if not stderr > IMPRECISE_REL * abs(llc_mean):
+        return None
+    share = stderr / abs(llc_mean) if llc_mean else math.inf
+    more = (share / IMPRECISE_REL) ** 2 if share < 1e6 else math.inf
+    return Evidence(
+        "imprecise",
+        f"llc_stderr {stderr:.3g} is {share:.1%} of |llc_mean| {abs(llc_mean):.4g}: "
+        f"known to +/- {2 * share:.0%} (2 s.e.)",
+        {"llc_mean": llc_mean, "stderr": stderr, "share": share, "num_chains": num_chains},
+        f"The spread of the {num_chains} chains' estimates leaves llc_mean uncertain by more "
+        f"than {2 * IMPRECISE_REL:.0%} at two standard errors. About {more:.1f}x the chains "
+        "(or longer chains, when each chain's mean is noisy) bring the standard error to "
+        f"{IMPRECISE_REL:.0%}. With 4 chains the standard error is itself uncertain by "
+        "about 40%.",
     )
 
 

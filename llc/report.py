@@ -239,6 +239,7 @@ def _judge(plan: Plan, out: RunOutput, v: _Run) -> list:
         flag.above_half_dimension(v.llc_mean, plan.num_params, v.stderr)
         if (~diverged).any()
         else None,
+        flag.imprecise(v.llc_mean, v.stderr, int(np.sum(~diverged))),
     ]
     relative = v.step_bias
     if relative is not None and np.isfinite(relative).any():

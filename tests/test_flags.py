@@ -81,3 +81,12 @@ def test_still_spreading_needs_three_standard_errors_and_five_percent():
     small = steady + np.linspace(0.0, 0.06, 400)  # 3% growth: significant, but below 5%
     assert flags.still_spreading(small) is None
     assert flags.still_spreading(creeping[:, :12]) is None  # quarters shorter than 4 draws
+
+
+def test_imprecise_above_five_percent_standard_error_either_sign():
+    assert flags.imprecise(10.0, 0.5, 4) is None  # exactly 5%
+    assert flags.imprecise(10.0, float("nan"), 1) is None  # one chain: no standard error
+    e = flags.imprecise(-0.2, 0.0201, 4)
+    assert e.flag == "imprecise" and abs(e.values["share"] - 0.1005) < 1e-12
+    assert "+/- 20%" in e and "x the chains" in e.explanation
+    assert flags.imprecise(0.0, 1e-6, 4).values["share"] > 1  # an estimate at zero
