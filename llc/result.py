@@ -326,8 +326,24 @@ class CalibrationResult(NamedTuple):
     curvature: CurvatureModel
     wall_time: float
 
+    def transient(self) -> np.ndarray:
+        """``(G, S)`` bool: settings whose run is flagged as not settled.
+
+        Flagged ``not_converged``, ``not_stationary`` or ``still_spreading``: their
+        ``llc_mean`` is a transient of a short run, fit to compare settings, not an
+        estimate to report.
+        """
+        return np.array(
+            [[bool(_TRANSIENT & set(r.flags)) for r in row] for row in self.results], bool
+        ).reshape(self.llc_mean.shape)
+
     def table(self) -> str:
-        """The grid as a fixed-width text table, the recommended row marked ``*``."""
+        """The grid as a fixed-width text table, the recommended row marked ``*``.
+
+        A value followed by ``~`` comes from a run flagged as not settled
+        (:meth:`transient`); a footnote says so.
+        """
+        transient = self.transient()
         rows = [
             f"{'gamma':>9} {'step_size':>10} {'llc':>10} {'std':>9} {'bias':>7} {'stiff':>6} "
             f"{'accept':>6} {'rhat':>6} {'esc':>4} {'div':>3}  verdict"
@@ -337,15 +353,23 @@ class CalibrationResult(NamedTuple):
             for s, eps in enumerate(self.step_sizes):
                 mark = "*" if (gamma, eps) == best else " "
                 verdict = "healthy" if self.healthy[g, s] else self.reasons[g, s]
+                value = f"{self.llc_mean[g, s]:.4g}" + ("~" if transient[g, s] else " ")
                 rows.append(
-                    f"{gamma:9.3g} {eps:10.3g} {self.llc_mean[g, s]:10.4g} "
+                    f"{gamma:9.3g} {eps:10.3g} {value:>10} "
                     f"{self.llc_std[g, s]:9.3g} {self.predicted_bias[g, s]:7.2%} "
                     f"{self.stiffness[g, s]:6.3g} {self.acceptance[g, s]:6.3f} "
                     f"{self.rhat[g, s]:6.3f} {self.escape_share[g, s]:4.2f} "
                     f"{int(self.num_diverged[g, s]):3d} {mark}{verdict}"
                 )
+        if transient.any():
+            rows.append(
+                "~ the run is flagged not_converged, not_stationary or still_spreading: "
+                "a transient of a short run, to compare settings, not an estimate"
+            )
         return "\n".join(rows)
 
+
+_TRANSIENT = frozenset({"not_converged", "not_stationary", "still_spreading"})
 
 _TYPES = {
     t.__name__: t for t in (LLCResult, CalibrationResult, CurvatureModel, Evidence, Observable)

@@ -101,7 +101,8 @@ def _probe_noise(rng_key, loss_fn, positions, data, head, batch_size):
     the gradient and ``H z`` together: on a fresh minibatch of ``batch_size`` rows (an
     unbiased ``diag(H)``, and the gradient's variance across probes), or on ``head`` for
     full-batch runs (no gradient noise). Chains are vmapped, probes mapped: the whole
-    evaluation is one program whose cost is ``_NUM_PROBES`` minibatch steps per chain.
+    evaluation is one program, 32 passes per chain of about two minibatch gradients each
+    (16 on ``head`` for full batch).
 
     Returns:
         ``(diag, variance)``, each ``(chains, d)``.

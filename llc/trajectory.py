@@ -10,11 +10,12 @@ import numpy as np
 from llc import _validation as check
 from llc import loop, mesh, samplers
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
+from llc.calibration import calibrate_plan
 from llc.plan import make_plan
 from llc.relabel import Relabelling, relabel_targets, relabelled_loss
 from llc.report import assemble
 from llc.settings import STACKED_RUN_REFUSES, Settings, signature
-from llc.step_bias import end_step_bias
+from llc.step_bias import MAX_STEP_BIAS, end_step_bias
 
 __all__ = ["TrajectoryResult", "estimate_llc_trajectory"]
 
@@ -61,7 +62,8 @@ def estimate_llc_trajectory(
     The checkpoints run one after the other inside one XLA program (``lax.map`` over the
     stacked checkpoints), so memory is that of a single :func:`llc.estimate_llc` run.
     Every checkpoint uses the same key: checkpoint ``t``'s result is exactly what
-    ``estimate_llc(rng_key, loss_fn, checkpoint_t, data, ...)`` returns, and neighbouring
+    ``estimate_llc(rng_key, loss_fn, checkpoint_t, data, ...)`` returns (at a numeric
+    ``step_size``), and neighbouring
     checkpoints share their noise and minibatches (common random numbers), which makes
     the curve smoother than independent runs would.
 
@@ -79,9 +81,12 @@ def estimate_llc_trajectory(
         **settings: the keywords of :func:`llc.estimate_llc` but ``escape_direction``,
             ``held_directions``, ``num_devices``, ``chunk_draws``, ``max_burnin_steps``,
             ``progress_bar``, the observables' and the mesh's. ``step_size`` is one number
-            for all checkpoints (calibrate it at the last checkpoint with
-            :func:`llc.calibrate`, where the curvature is usually largest) and the burn-in a
-            fixed count.
+            for all checkpoints, or ``"auto"``: calibrated at each checkpoint by
+            :func:`llc.estimate_llc`'s rule (short runs on the default grid, each
+            checkpoint's result carrying its ``calibration``), every checkpoint then
+            sampled at its own step in the one program. The burn-in is a fixed count
+            (with ``"auto"``, :func:`llc.estimate_llc` also lets its burn-in shrink the
+            step where the chains go; here the calibrated step is kept).
 
     Returns:
         A :class:`TrajectoryResult`.
@@ -119,12 +124,6 @@ def estimate_llc_trajectory(
     if not samplers.CAPABILITIES[s.sampler].step_size:
         msg = f"estimate_llc_trajectory runs the stochastic-gradient samplers, not {s.sampler!r}."
         raise ValueError(msg)
-    if s.step_size == "auto":
-        msg = (
-            "estimate_llc_trajectory takes a numeric step_size shared by all checkpoints; "
-            "choose it with llc.calibrate at the last checkpoint."
-        )
-        raise ValueError(msg)
     if s.auto_burnin:
         msg = (
             "num_burnin_steps must be a count >= 0, not 'auto' (estimate_llc only): every "
@@ -152,12 +151,21 @@ def estimate_llc_trajectory(
         if not np.isfinite(value):
             msg = f"the full-data loss at checkpoint {t} is {value}; it must be finite."
             raise ValueError(msg)
+    at = [
+        plan._replace(params=anchors[t], init_loss=init_losses[t], data=data_at(t))
+        for t in range(num_checkpoints)
+    ]
+    calibrations = [None] * num_checkpoints
+    if plan.step_size == "auto":  # each checkpoint's own step, all in the one program
+        calibrations = [calibrate_plan(a, short=True) for a in at]
+        at = [
+            a._replace(step_size=c.recommended["step_size"])
+            for a, c in zip(at, calibrations, strict=True)
+        ]
     dtype = jnp.result_type(*jax.tree.leaves(plan.params))
     hypers = [
-        loop.make_hyper(
-            plan.step_size, plan.nbeta, plan.localization, value, dtype, 0, plan.options
-        )
-        for value in init_losses
+        loop.make_hyper(a.step_size, a.nbeta, a.localization, a.init_loss, dtype, 0, a.options)
+        for a in at
     ]
     stacked = loop.stack_hypers(hypers)
     keys = jnp.stack([plan.rng_key] * num_checkpoints)
@@ -174,11 +182,20 @@ def estimate_llc_trajectory(
     )
     out = mesh.to_host(out)
     results = []
-    for t in range(num_checkpoints):
+    for t, (a, calibration) in enumerate(zip(at, calibrations, strict=True)):
         one = jax.tree.map(lambda x, t=t: x[t], out)
-        at = plan._replace(params=anchors[t], init_loss=init_losses[t], data=data_at(t))
-        step_bias = end_step_bias(at, one)
-        results.append(assemble(at, one, t0, warn=False, step_bias=step_bias))
+        max_bias = MAX_STEP_BIAS if calibration is None else calibration.max_bias
+        results.append(
+            assemble(
+                a,
+                one,
+                t0,
+                warn=False,
+                step_bias=end_step_bias(a, one),
+                calibration=calibration,
+                max_bias=max_bias,
+            )
+        )
     return TrajectoryResult(
         llc_mean=np.array([r.llc_mean for r in results]),
         llc_stderr=np.array([r.llc_stderr for r in results]),

@@ -36,7 +36,12 @@ def test_grid_shape_table_and_rule():
     s = list(cal.step_sizes).index(cal.recommended["step_size"])
     assert cal.healthy[g, s] and not cal.healthy[g, s + 1 :].any()
     assert "largest healthy step size" in cal.rule
-    assert cal.table().count("\n") == 16 and "*healthy" in cal.table()
+    lines = cal.table().splitlines()
+    transient = cal.transient()
+    assert len(lines) == 17 + transient.any() and "*healthy" in cal.table()
+    # a value from a run flagged as not settled is marked, and only such values
+    marked = [line.split()[2].endswith("~") for line in lines[1:17]]
+    assert marked == transient.ravel().tolist()
     # the predicted bias grows with the step size at every localization
     assert np.all(np.diff(cal.predicted_bias, axis=1) > 0)
 

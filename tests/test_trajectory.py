@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import llc
-from tests._utils import assert_within_stderr, dummy_data
+from llc.step_bias import MAX_STEP_BIAS
+from tests._utils import assert_within_stderr, dummy_data, quadratic_target
 
 
 def regression():
@@ -38,6 +39,40 @@ def test_each_checkpoint_equals_a_single_run_with_the_same_key():
         assert traj.flags[t] == single.flags
 
 
+def test_auto_step_calibrates_each_checkpoint_as_estimate_llc_does():
+    # A regression whose weights a are sampled and whose scale c is held (weight_mask):
+    # checkpoint t has c = 1 or 3 and a = a* / c, both minima, the curvature c^2 x'x / n.
+    # Each checkpoint gets the step estimate_llc(step_size="auto") calibrates there, and
+    # its estimate is the quadratic model's exact value, within 4 s.e. and twice the
+    # rule's step-bias cap.
+    x = jax.random.normal(jax.random.key(0), (2000, 3))
+    y = x @ jnp.array([1.0, -2.0, 0.5]) + jax.random.normal(jax.random.key(1), (2000,))
+    a_star = jnp.linalg.lstsq(x, y)[0]
+
+    def loss_fn(p, batch):
+        return 0.5 * jnp.mean((batch[0] @ (p["c"] * p["a"]) - batch[1]) ** 2)
+
+    scales = (1.0, 3.0)
+    points = [{"a": a_star / c, "c": jnp.asarray(c)} for c in scales]
+    stacked = jax.tree.map(lambda *p: jnp.stack(p), *points)
+    settings = {
+        "step_size": "auto",
+        "batch_size": 200,
+        "num_draws": 2000,
+        "weight_mask": {"a": True, "c": False},
+    }
+    traj = llc.estimate_llc_trajectory(jax.random.key(3), loss_fn, stacked, (x, y), **settings)
+    s = np.linalg.eigvalsh(np.asarray(x.T @ x, np.float64) / x.shape[0])
+    for t, (point, c) in enumerate(zip(points, scales, strict=True)):
+        single = llc.estimate_llc(jax.random.key(3), loss_fn, point, (x, y), **settings)
+        chosen = single.calibration.recommended["step_size"]
+        r = traj.results[t]
+        assert r.calibration.recommended["step_size"] == chosen and r.step_size == chosen
+        target = quadratic_target(c**2 * s, r.nbeta, r.localization)
+        assert_within_stderr(r, target, extra=2 * MAX_STEP_BIAS * target)
+    assert traj.results[1].step_size < traj.results[0].step_size
+
+
 def test_trajectory_input_errors():
     loss_fn, w, data = regression()
     with pytest.raises(ValueError, match="same non-zero leading axis"):
@@ -47,14 +82,6 @@ def test_trajectory_input_errors():
             {"a": jnp.zeros((2, 3)), "b": jnp.zeros(3)},
             data,
             step_size=1e-4,
-        )
-    with pytest.raises(ValueError, match="numeric step_size"):
-        llc.estimate_llc_trajectory(
-            jax.random.key(0),
-            loss_fn,
-            jax.tree.map(lambda p: p[None], w),
-            data,
-            step_size="auto",
         )
     with pytest.raises(ValueError, match="leading checkpoint axis"):
         llc.estimate_llc_trajectory(
