@@ -61,7 +61,7 @@ from llc.plan import Plan, make_plan
 from llc.report import assemble
 from llc.result import CalibrationResult
 from llc.settings import Settings, signature
-from llc.step_bias import MAX_STEP_BIAS, CurvatureModel, curvature_model, predicted_bias_at
+from llc.step_bias import MAX_STEP_BIAS, CurvatureModel, chain_prediction, curvature_model
 
 __all__ = ["calibrate", "calibrate_plan", "default_step_sizes"]
 
@@ -301,7 +301,6 @@ def _evaluate_grid(plan, config, model, gammas, step_sizes, thresholds) -> dict:
     results = [[None] * shape[1] for _ in range(shape[0])]
     bias = np.zeros(shape)
     stiffness = np.zeros(shape)
-    noise_key = jax.random.fold_in(plan.rng_key, 13)
     preconditioned = samplers.SAMPLERS[plan.sampler].proposal_scale not in (
         None,
         samplers.SAMPLERS["sgld"].proposal_scale,
@@ -316,12 +315,12 @@ def _evaluate_grid(plan, config, model, gammas, step_sizes, thresholds) -> dict:
         if steps.size == 0:
             bias[at] = stiffness[at] = math.inf
             continue
-        chain = int(np.flatnonzero(finite)[0])
-        where = jax.tree.map(lambda x, c=chain: x[c], one.final_position)
-        per_chain, curv = predicted_bias_at(noise_key, plan, where, steps)
-        absolute = float(np.mean(per_chain))
+        # every finite chain's own end point: their mean is the prediction (one chain's
+        # noise moved a whole row of the grid by a fifth, and the chosen step with it)
+        per_chain, curv = chain_prediction(plan, one.final_position, one.scale, finite)
+        absolute = float(np.nanmean(per_chain))
         bias[at] = absolute / max(abs(r.llc_mean), 1e-12)
-        stiff = float(np.max(one.scale_max[finite] * (curv + g)))
+        stiff = float(np.max(one.scale_max[finite] * (curv[finite] + g)))
         if not preconditioned:
             stiff = max(
                 stiff, float(np.max(one.scale_max[finite])) * (plan.nbeta * model.mu_max + g)

@@ -30,6 +30,7 @@ __all__ = [
     "MAX_STEP_BIAS",
     "CurvatureModel",
     "chain_bias",
+    "chain_prediction",
     "curvature_model",
     "end_step_bias",
     "less_step_bias",
@@ -140,18 +141,26 @@ def _local_noise(rng_key, loss_fn, params, data, head, batch_size):
 
 
 def _bias(plan, diag, variance, steps):
-    """``steps @ (nbeta diag(H)^+ + nbeta^2 c) / 8`` and ``nbeta diag(H)^+``."""
+    """``max(steps @ (nbeta diag(H) + nbeta^2 c), 0) / 8`` and ``nbeta diag(H)^+``.
+
+    The sum takes the unbiased Hutchinson diagonal as it is: clipping each noisy entry
+    at 0 first biases it up by about ``sd / sqrt(2 pi)`` per entry, which at a degenerate
+    minimum (many ``H_ii`` near 0) raised the prediction by a fifth and halved the step
+    that ``"auto"`` chose. Only the total is clipped; the clipped diagonal is returned
+    for the stiffness check.
+    """
     curv = plan.nbeta * np.clip(diag, 0, None)
-    noise = plan.nbeta**2 * variance
-    return np.sum(np.asarray(steps, np.float64) * (curv + noise), axis=-1) / 8, curv
+    total = np.asarray(steps, np.float64) * (plan.nbeta * diag + plan.nbeta**2 * variance)
+    return np.clip(np.sum(total, axis=-1), 0, None) / 8, curv
 
 
 def predicted_bias_at(rng_key, plan, where, steps):
     """The rule's first-order step-size bias of steps ``steps`` at the point ``where``.
 
     Returns ``(absolute, curv)``: ``steps @ (nbeta diag(H) + nbeta^2 c) / 8`` (one value
-    per row of ``steps``, the per-coordinate steps of a chain) and ``nbeta diag(H)``
-    clipped at 0, both measured at ``where`` (the module docstring has the derivation).
+    per row of ``steps``, the per-coordinate steps of a chain; at least 0) and
+    ``nbeta diag(H)`` clipped at 0, both measured at ``where`` (the module docstring has
+    the derivation).
     """
     diag, variance = _local_noise(
         rng_key, plan.loss_fn, where, plan.data, plan.head(), plan.config.batch_size
@@ -172,17 +181,26 @@ def chain_bias(plan, positions, steps, alive) -> np.ndarray:
         ``(chains,)``: :func:`predicted_bias_at` in units of ``nbeta (L - L*)``, NaN for
         the chains not evaluated or with non-finite steps.
     """
+    return chain_prediction(plan, positions, steps, alive)[0]
+
+
+def chain_prediction(plan, positions, steps, alive) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`chain_bias` and each chain's ``nbeta diag(H)`` clipped at 0, ``(chains, d)``.
+
+    One program evaluates every chain (:func:`_probe_noise`); rows of chains not
+    evaluated are NaN.
+    """
     steps = np.asarray(steps, np.float64)
     keep = np.asarray(alive) & np.all(np.isfinite(steps), axis=1)
     if not keep.any():
-        return np.full(steps.shape[0], np.nan)
+        return np.full(steps.shape[0], np.nan), np.full(steps.shape, np.nan)
     key = jax.random.fold_in(plan.rng_key, 13)
     diag, variance = _probe_noise(
         key, plan.loss_fn, positions, plan.data, plan.head(), plan.config.batch_size
     )
     diag, variance = (np.asarray(x, np.float64) for x in to_host((diag, variance)))
-    absolute, _ = _bias(plan, diag, variance, np.where(keep[:, None], steps, 0.0))
-    return np.where(keep, absolute, np.nan)
+    absolute, curv = _bias(plan, diag, variance, np.where(keep[:, None], steps, 0.0))
+    return np.where(keep, absolute, np.nan), np.where(keep[:, None], curv, np.nan)
 
 
 def less_step_bias(llc_mean: float, predicted_step_bias) -> float | None:
