@@ -342,7 +342,7 @@ def _evaluate_grid(plan, config, model, gammas, step_sizes, thresholds) -> dict:
     for g in range(shape[0]):
         for s in range(shape[1]):
             why = _unhealthy(results[g][s])
-            if not why and stiffness[g, s] > _MAX_STIFFNESS:
+            if not why and not stiffness[g, s] <= _MAX_STIFFNESS:  # NaN is not healthy
                 why = f"stiffness {stiffness[g, s]:.3g} > {_MAX_STIFFNESS:g}"
             if not why and not bias[g, s] <= max_bias:
                 why = f"predicted bias {bias[g, s]:.1%} > {max_bias:.1%}"

@@ -340,7 +340,7 @@ def diagnose(
         )
 
     probe_eps = min(eps, 0.5 / (nbeta * max(spec.max_eigenvalue, 0.0) + gamma))
-    run_covers = covers(result, nbeta, gamma, probe_steps, probe_eps)
+    run_covers = covers(result, nbeta, gamma, probe_steps, probe_eps, d)
     lower = null = None
     if decided and not material and not large_gradient:
         null = search_null_directions(
@@ -363,7 +363,8 @@ def diagnose(
     escaped = result is not None and "lower_loss_escape" in result.flags
     if escaped and not (negative and not confined) and not large_gradient and not higher_order:
         # the run's own chains are the longest probe: their escape is lower loss nearby
-        lower = lower_loss_of_run(result)._replace(found=True)
+        spent_probe = lower.cost_in_sgld_steps if lower is not None else 0.0
+        lower = lower_loss_of_run(result)._replace(found=True, cost_in_sgld_steps=spent_probe)
         higher_order = True
 
     kwargs, tried = {}, []
