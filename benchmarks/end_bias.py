@@ -10,7 +10,7 @@ per-coordinate step, and evaluates the same prediction there: the absolute bias
 ``s . (nbeta diag(H) + nbeta^2 c) / 8`` per chain, relative to that chain's estimate,
 and the largest ``s_i nbeta H_ii`` (the rule's stiffness without the localizer).
 
-It computes the prediction with ``llc.step_bias.predicted_bias_at``, the function the
+It computes the prediction with ``llc.step_bias.chain_prediction``, the function the
 rule itself uses, so the two cannot drift apart.
 
 Usage (from ``benchmarks/``)::
@@ -34,7 +34,7 @@ from llc import ground_truth
 from llc.calibration import calibrate_plan
 from llc.execute import execute
 from llc.report import assemble
-from llc.step_bias import predicted_bias_at
+from llc.step_bias import chain_prediction
 
 
 def _chosen(calibration, name: str) -> float:
@@ -73,13 +73,10 @@ def run(bucket: str, seed: int, factor: int, chains: int, quick: bool = False) -
         plan = plan_at(calibration.recommended["step_size"])  # records each chain's steps
         out = execute(plan)
         result = assemble(plan, out, start, calibration=calibration, warn=False)
-    key = jax.random.fold_in(plan.rng_key, 13)
-    bias, stiffness = [], []
-    for c in range(chains):
-        where = jax.tree.map(lambda x, c=c: x[c], out.final_position)
-        absolute, curv = predicted_bias_at(key, plan, where, out.scale[c])
-        bias.append(float(absolute[0]) / abs(result.llc_per_chain[c]))
-        stiffness.append(float(np.max(np.asarray(out.scale_max[c]) * curv)))
+    alive = out.first_nonfinite_step < 0
+    absolute, curv = chain_prediction(plan, out.final_position, out.scale, alive)
+    bias = (absolute / np.abs(result.llc_per_chain)).tolist()
+    stiffness = np.nanmax(np.asarray(out.scale_max) * curv, axis=1).tolist()
     return {
         "bucket": bucket,
         "seed": seed,

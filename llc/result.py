@@ -107,7 +107,7 @@ class LLCResult(NamedTuple):
             chose the step size (its ``rule`` says how the burn-in then followed the
             chains); otherwise None.
         predicted_step_bias: ``(chains,)`` the calibration rule's first-order step-size
-            bias (:func:`llc.step_bias.predicted_bias_at`) at each chain's final
+            bias (:func:`llc.step_bias.chain_bias`) at each chain's final
             position with its own steps, relative to ``llc_mean`` (NaN for a diverged
             chain); flagged ``step_size_bias`` when the mean exceeds 2.5% (or
             ``step_size="auto"``'s ``max_bias``). None for NUTS.
@@ -178,7 +178,7 @@ class LLCResult(NamedTuple):
 
         :func:`less_step_bias` of ``llc_mean`` and ``predicted_step_bias``: the estimate
         with the discretisation and minibatch-noise bias of the quadratic model
-        (:func:`llc.step_bias.predicted_bias_at`, evaluated where each chain ended)
+        (:func:`llc.step_bias.chain_bias`, evaluated where each chain ended)
         removed; the second-order remainder is about the square of that bias. None
         when no bias was predicted (NUTS, or every chain diverged).
 

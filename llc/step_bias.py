@@ -34,7 +34,6 @@ __all__ = [
     "curvature_model",
     "end_step_bias",
     "less_step_bias",
-    "predicted_bias_at",
 ]
 
 MAX_STEP_BIAS = 0.025  # the calibration rule's default max_bias, and step_size_bias's
@@ -154,20 +153,6 @@ def _bias(plan, diag, variance, steps):
     return np.clip(np.sum(total, axis=-1), 0, None) / 8, curv
 
 
-def predicted_bias_at(rng_key, plan, where, steps):
-    """The rule's first-order step-size bias of steps ``steps`` at the point ``where``.
-
-    Returns ``(absolute, curv)``: ``steps @ (nbeta diag(H) + nbeta^2 c) / 8`` (one value
-    per row of ``steps``, the per-coordinate steps of a chain; at least 0) and
-    ``nbeta diag(H)`` clipped at 0, both measured at ``where`` (the module docstring has
-    the derivation).
-    """
-    diag, variance = _local_noise(
-        rng_key, plan.loss_fn, where, plan.data, plan.head(), plan.config.batch_size
-    )
-    return _bias(plan, diag, variance, np.atleast_2d(steps))
-
-
 def chain_bias(plan, positions, steps, alive) -> np.ndarray:
     """The rule's predicted (absolute) step-size bias at every chain's position.
 
@@ -178,7 +163,7 @@ def chain_bias(plan, positions, steps, alive) -> np.ndarray:
         alive: ``(chains,)`` bool, the chains to evaluate (not diverged).
 
     Returns:
-        ``(chains,)``: :func:`predicted_bias_at` in units of ``nbeta (L - L*)``, NaN for
+        ``(chains,)``: :func:`_bias` in units of ``nbeta (L - L*)``, NaN for
         the chains not evaluated or with non-finite steps.
     """
     return chain_prediction(plan, positions, steps, alive)[0]
