@@ -100,9 +100,10 @@ def _probe_noise(rng_key, loss_fn, positions, data, head, batch_size):
     Each probe is one forward-over-reverse pass, ``jax.jvp`` of ``jax.grad``, which gives
     the gradient and ``H z`` together: on a fresh minibatch of ``batch_size`` rows (an
     unbiased ``diag(H)``, and the gradient's variance across probes), or on ``head`` for
-    full-batch runs (no gradient noise). Chains are vmapped, probes mapped: the whole
-    evaluation is one program, 32 passes per chain of about two minibatch gradients each
-    (16 on ``head`` for full batch).
+    full-batch runs (no gradient noise). Chains are vmapped, probes scanned with running
+    sums (Welford's for the variance), so memory stays a few ``(chains, d)`` vectors
+    whatever the number of probes: the whole evaluation is one program, 32 passes per
+    chain of about two minibatch gradients each (16 on ``head`` for full batch).
 
     Returns:
         ``(diag, variance)``, each ``(chains, d)``.
@@ -124,9 +125,18 @@ def _probe_noise(rng_key, loss_fn, positions, data, head, batch_size):
             g, hz = jax.jvp(grad_fn, (where,), (unravel(z),))
             return jax.flatten_util.ravel_pytree(g)[0], z * jax.flatten_util.ravel_pytree(hz)[0]
 
-        g, zhz = jax.lax.map(one, jax.random.split(key, probes))
+        def accumulate(carry, k):
+            count, mean_g, m2, sum_zhz = carry
+            g, zhz = one(k)
+            count = count + 1
+            delta = g - mean_g
+            mean_g = mean_g + delta / count
+            return (count, mean_g, m2 + delta * (g - mean_g), sum_zhz + zhz), None
+
         zero = jnp.zeros_like(flat)
-        return jnp.mean(zhz, axis=0), zero if batch_size is None else jnp.var(g, 0, ddof=1)
+        start = (jnp.zeros((), flat.dtype), zero, zero, zero)
+        (_, _, m2, sum_zhz), _ = jax.lax.scan(accumulate, start, jax.random.split(key, probes))
+        return sum_zhz / probes, zero if batch_size is None else m2 / (probes - 1)
 
     chains = jax.tree.leaves(positions)[0].shape[0]
     return jax.vmap(at)(jax.random.split(rng_key, chains), positions)
