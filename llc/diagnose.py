@@ -14,23 +14,19 @@ confined negative curvature costs the estimate, looks for lower loss beyond seco
 order with short localized chains, and checks its remedy before offering it.
 """
 
-import math
-from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
-from llc import _chunks
+from llc import _quadratic_model as quadratic
 from llc import _validation as check
 from llc._diagnosis_text import confined_explanation, evidence_for, verdict_and_remedy
 from llc._remedy import found, verified_localization
 from llc._run_probe import covers, lower_loss_of_run
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
-from llc.hessian import HessianSpectrum, checked_point, full_data_flat_matvec
-from llc.lanczos import lanczos
+from llc.hessian import HessianSpectrum, checked_point
 from llc.result import LLCResult
 from llc.saddle_probe import (
     Certificate,
@@ -44,7 +40,7 @@ from llc.settings import default_nbeta
 
 __all__ = ["MATERIAL", "Diagnosis", "diagnose"]
 
-MATERIAL = 0.05
+MATERIAL = quadratic.MATERIAL
 """Confined negative curvature is flagged when it moves the estimate by more than this
 share of the rest (its quadratic-model contribution, ``0.5 nbeta mu / p`` summed)."""
 
@@ -114,91 +110,6 @@ class Diagnosis(NamedTuple):
     num_matvecs: int
     cost_in_sgld_steps: float
     cost_parts: dict
-
-
-@partial(jax.jit, static_argnames=("loss_fn", "num_matvecs", "chunk"))
-def _gradient_quadrature(rng_key, loss_fn, params, data, num_matvecs, chunk):
-    """Full-data gradient g, and Ritz nodes/weights of H from the start vector g."""
-    _, _, matvec = full_data_flat_matvec(loss_fn, params, data, chunk)
-    g = _chunks.mean(lambda b: ravel_pytree(jax.grad(loss_fn)(params, b))[0], data, chunk)
-    norm = jnp.linalg.norm(g)
-    start = jnp.where(norm > 0, g, jnp.ones_like(g))
-    tri = lanczos(rng_key, matvec, start, num_matvecs)
-    theta, vecs = jnp.linalg.eigh(tri.matrix())
-    return norm, theta, vecs[0] ** 2
-
-
-def _quadratic_model(spec, nbeta, gamma, tol):
-    """``(lambda_quadratic, negative part, its stderr)`` from the SLQ density.
-
-    The negative part sums every negative node beyond rounding (``1e-5 mu_max``), those
-    below the resolution too: many tiny negative eigenvalues can add up to a material
-    share.
-    """
-    nodes, w, d = spec.nodes, spec.weights, spec.num_params
-    share = nbeta * nodes / (nbeta * nodes + gamma)
-    per_probe = 0.5 * d * np.sum(w * share, axis=1)
-    floor = 1e-5 * abs(spec.max_eigenvalue)  # float32 Lanczos scatters zeros this far
-    neg = 0.5 * d * np.sum(np.where(nodes < -floor, w * share, 0.0), axis=1)
-    se = float(np.std(neg, ddof=1) / math.sqrt(len(neg))) if len(neg) > 1 else math.nan
-    return float(np.mean(per_probe)), float(np.mean(neg)), se
-
-
-def _gradient_matvecs(spec, cert, g_norm, nbeta, gamma, m) -> int:
-    """Lanczos steps for the gradient term: 1 where even its bound is negligible.
-
-    The term is ``-(nbeta ||g||)^2 sum_j w_j s(mu_j)`` with ``s(mu) = (gamma + nbeta mu /
-    2) / (nbeta mu + gamma)^2``, decreasing on the confined range, so ``s(mu_min)`` bounds
-    it. Below 0.005 (a hundredth of the smallest scale the flag compares it with) one
-    step, the Rayleigh quotient of ``g``, is enough; unconfined, the term is not used.
-    """
-    mu_min = min(spec.min_eigenvalue, cert.rayleigh_quotient) if cert else spec.min_eigenvalue
-    p = nbeta * mu_min + gamma
-    if p <= 0:
-        return 1
-    bound = (nbeta * g_norm) ** 2 * (gamma + 0.5 * nbeta * mu_min) / p**2
-    return 1 if bound < 0.005 else m
-
-
-def _curvature_facts(spec, cert, tol, gradient, nbeta, gamma) -> dict:
-    """What the curvature and the gradient say: confinement, materiality, the model."""
-    g_norm, g_nodes, g_weights = gradient
-    d = spec.num_params
-    mu_min = min(spec.min_eigenvalue, cert.rayleigh_quotient) if cert else spec.min_eigenvalue
-    negative = cert is not None
-    min_gamma = nbeta * abs(mu_min) if negative else 0.0
-    confined = gamma > min_gamma
-    lam_quad = grad_bias = neg_part = neg_se = math.nan
-    if confined:
-        lam_quad, neg_part, neg_se = _quadratic_model(spec, nbeta, gamma, tol)
-        p = nbeta * g_nodes + gamma
-        shape = (gamma + 0.5 * nbeta * g_nodes) / p**2
-        grad_bias = -((nbeta * g_norm) ** 2) * float(np.sum(g_weights * shape))
-    material = (negative and not confined) or (
-        confined and abs(neg_part) > MATERIAL * max(lam_quad - neg_part, 0.5)
-    )
-    count = 0
-    if negative:
-        count = max(int(round(spec.fraction_below(-tol) * d)), int(np.sum(spec.smallest < -tol)), 1)
-    elif material:  # many negative eigenvalues, each below the resolution
-        count = int(round(spec.fraction_below(0.0) * d))
-    scale = max(lam_quad, 0.5) if confined else 0.5
-    large_gradient = (confined and -grad_bias > 0.1 * scale) or (
-        not confined and nbeta * g_norm > math.sqrt(max(gamma, 1e-12))
-    )
-    return {
-        "mu_min": mu_min,
-        "negative": negative,
-        "min_gamma": min_gamma,
-        "confined": confined,
-        "lam_quad": lam_quad,
-        "grad_bias": grad_bias,
-        "neg_part": neg_part,
-        "neg_se": neg_se,
-        "material": material,
-        "count": count,
-        "large_gradient": large_gradient,
-    }
 
 
 def diagnose(
@@ -309,13 +220,13 @@ def diagnose(
         num_probes=check.check_count("num_probes", num_probes, minimum=1),
         chunk=chunk,
     )
-    m_grad = _gradient_matvecs(spec, cert, g_norm, nbeta, gamma, min(m, d))
+    m_grad = quadratic.gradient_matvecs(spec, cert, g_norm, nbeta, gamma, min(m, d))
     _, g_nodes, g_weights = jax.tree.map(
-        np.asarray, _gradient_quadrature(grad_key, loss_fn, params, data, m_grad, chunk)
+        np.asarray, quadratic.gradient_quadrature(grad_key, loss_fn, params, data, m_grad, chunk)
     )
     spent += m_grad
 
-    f = _curvature_facts(spec, cert, tol, (g_norm, g_nodes, g_weights), nbeta, gamma)
+    f = quadratic.curvature_facts(spec, cert, tol, (g_norm, g_nodes, g_weights), nbeta, gamma)
     min_gamma, confined = f["min_gamma"], f["confined"]
     negative, material, large_gradient = f["negative"], f["material"], f["large_gradient"]
     batch = batch_size if batch_size is not None else min(n, 1024)
