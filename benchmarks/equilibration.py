@@ -20,6 +20,8 @@ chains, batch 500:
   L-BFGS iterations, optax): the singular directions collapse onto the set of minima, the
   exactly flat ones keep their spread. Then as ``laplace``.
 
+Each run also records ``E[(w - w*) . grad U] / d`` (``result.virial_ratio``, 1 at
+equilibrium; the long runs per tenth), the check behind the ``not_equilibrated`` flag.
 The reference is Aoyagi's lambda, as in ``defaults.py``. Nothing here is the library's
 default; the numbers decide whether dispersed starts are worth building.
 
@@ -128,10 +130,11 @@ def sample(target, step: float, burnin: int, draws: int, every: int = 1, start=N
         resume = (resume[0]._replace(position=starts), *resume[1:])
     resume, rest, _ = segment(plan, hyper, resume, chunk, 1, burnin)
     out = execute_chunks(plan, hyper, plan.config, resume, np.concatenate([first, rest], 1))
-    return assemble(plan, out, t0), time.perf_counter() - t0
+    result = assemble(plan, out, t0)
+    return result, time.perf_counter() - t0, np.asarray(out.virial, np.float64) / plan.num_params
 
 
-def record(result, wall: float, reference: float, windows: int = 0) -> dict:
+def record(result, wall: float, virial, reference: float, windows: int = 0) -> dict:
     row = {
         "llc_mean": float(result.llc_mean),
         "llc_stderr": float(result.llc_stderr),
@@ -139,6 +142,7 @@ def record(result, wall: float, reference: float, windows: int = 0) -> dict:
         "flags": list(result.flags),
         "diverged_chains": int(np.sum(result.diverged)),
         "final_distance": float(np.nanmean(np.asarray(result.distance_trace)[:, -1])),
+        "virial_ratio": float(np.nanmean(result.virial_ratio)),
         "wall_s": wall,
     }
     if windows:
@@ -146,6 +150,7 @@ def record(result, wall: float, reference: float, windows: int = 0) -> dict:
         dist = np.asarray(result.distance_trace, np.float64)
         row["window_llc"] = [float(w.mean()) for w in np.array_split(trace, windows, axis=1)]
         row["window_distance"] = [float(w.mean()) for w in np.array_split(dist, windows, axis=1)]
+        row["window_virial"] = [float(w.mean()) for w in np.array_split(virial, windows, axis=1)]
     return row
 
 
@@ -181,9 +186,11 @@ def main() -> None:
             extra = ""
             if "window_llc" in r:
                 extra = " windows " + " ".join(f"{w:.3g}" for w in r["window_llc"])
+                extra += " virial " + " ".join(f"{w:.2f}" for w in r["window_virial"])
             print(
                 f"{name:<18} {setting:<8} {r['llc_mean']:8.4g} ± {r['llc_stderr']:<7.2g} "
                 f"{r['rel_error']:+7.1%} dist {r['final_distance']:5.2f} "
+                f"virial {r['virial_ratio']:.2f} "
                 f"diverged {r['diverged_chains']} {r['wall_s']:5.1f}s "
                 f"{','.join(r['flags']) or '-'}{extra}",
                 flush=True,

@@ -124,6 +124,7 @@ def execute_chunks(plan: Plan, hyper, config, resume=None, burnin_trace=None) ->
         full_delta=joined("full_delta"),
         projection=joined("projection"),
         acceptance=joined("acceptance"),
+        virial=joined("virial"),
         observed={
             **{
                 name: np.concatenate([p.observed[name] for p in parts], axis=1)

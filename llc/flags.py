@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from llc.trace_stats import RHAT_LIMIT, RISE_REL, RISE_T, rise, rising
+from llc.trace_stats import RHAT_LIMIT, RISE_REL, RISE_T, rise, rising, virial_ratio
 
 __all__ = [
     "Evidence",
@@ -24,6 +24,7 @@ __all__ = [
     "lower_loss_escape",
     "negative_estimate",
     "not_converged",
+    "not_equilibrated",
     "not_stationary",
     "step_size_bias",
     "still_spreading",
@@ -31,6 +32,8 @@ __all__ = [
 ]
 
 SPREAD_REL = 0.05  # still_spreading: the distance must grow by this share of its level
+VIRIAL_REL = 0.10  # not_equilibrated: E[(w - w*) . grad U] off d by this share of d ...
+VIRIAL_T = 3.0  # ... and by this many standard errors
 IMPRECISE_REL = 0.05  # imprecise: a standard error above this share of |llc_mean|
 
 MAX_LINE = 200  # characters of one flag's line in a warning
@@ -153,6 +156,51 @@ def still_spreading(distance: np.ndarray) -> Evidence | None:
         "directions that carry little loss can leave it nearly unchanged (see the docs' "
         "reading-a-result page). Run more burn-in (num_burnin_steps='auto' or larger), or a "
         "preconditioned sampler (sampler='rmsprop_sgld'), and compare.",
+    )
+
+
+def not_equilibrated(virial: np.ndarray, dimension: int) -> Evidence | None:
+    """The chains' ``E[(w - w*) . grad U] / d`` off 1: they do not sample the target.
+
+    ``virial``: ``(chains, draws)`` of ``(w_t - w*) . grad U(w_t)`` (the drift's gradient,
+    minibatch and localizer) of the chains that did not diverge; ``dimension``: the
+    weights that move. The identity (:func:`llc.trace_stats.virial_ratio`) holds for the
+    localized posterior itself, so it tests the draws against the target, not against
+    each other: chains that all lag alike (R-hat fine, no trend left) still fail it.
+    Flagged when the ratio is off 1 by more than ``VIRIAL_REL`` and ``VIRIAL_T``
+    standard errors across chains. Below 1: the chains have not spread out to the
+    posterior's width (on flat, degenerate directions only the localizer holds them, and
+    they take tens of thousands of steps to get there). Above 1: they are hotter than the
+    target (a step too large for the stiff directions, or minibatch noise).
+    """
+    if virial.ndim != 2 or virial.shape[1] < 4 or not np.all(np.isfinite(virial)):
+        return None
+    _, ratio, stderr = virial_ratio(virial, dimension)
+    off = ratio - 1.0
+    if not (abs(off) > VIRIAL_REL and abs(off) > VIRIAL_T * stderr):
+        return None
+    if off < 0:
+        what = "the chains have not spread out to the localized posterior"
+        remedy = (
+            "llc_mean is then most likely an underestimate (unless the directions still "
+            "spreading carry no loss), even with R-hat fine and no trend left. Run more "
+            "burn-in (num_burnin_steps larger, or 'auto'), and compare."
+        )
+    else:
+        what = "the chains are hotter than the localized posterior"
+        remedy = (
+            "The step is too large for the stiff directions (or the minibatch noise too "
+            "strong): llc_mean is most likely an overestimate. Lower step_size (llc.calibrate), "
+            "or raise batch_size."
+        )
+    return Evidence(
+        "not_equilibrated",
+        f"E[(w - w*) . grad U] = {ratio:.3f} d ± {stderr:.2g} (d = {dimension}; 1 at "
+        f"equilibrium): {what}",
+        {"ratio": ratio, "stderr": stderr, "dimension": dimension},
+        "At stationarity of the localized posterior exp(-U), U = nbeta L_n + gamma/2 "
+        "|w - w*|^2, the mean of (w - w*) . grad U is exactly the number of weights that move "
+        f"(integration by parts), whatever the loss; the draws are off it by {off:+.1%}. " + remedy,
     )
 
 

@@ -85,6 +85,7 @@ class RunOutput(NamedTuple):
     final_carry: tuple = ()  # (states, first_nonfinite_step) when config.chunked, or ()
     step_sizes: tuple = ()  # the step sizes the burn-in ran at, when it followed the chains
     observed: dict = {}  # name -> (chains, draws[, m, ...]): observable minus its value at w*
+    virial: Array = ()  # (chains, draws): (w_t - w*) . grad U(w_t), the drift's own gradient
 
 
 def make_hyper(
@@ -187,7 +188,7 @@ def _run(
             delta = info.loss - loss_fn(anchor, batch)
         else:
             delta = (info.loss - hyper.init_loss_hi) - hyper.init_loss_lo
-        return new_state, delta, info.distance, acceptance
+        return new_state, delta, info.distance, acceptance, virial(state.position, anchor, info)
 
     def step(carry, t, accept_now=False):
         states, first_bad = carry
@@ -199,11 +200,11 @@ def _run(
             batches = mesh.shard_batches(
                 config.mesh, jax.vmap(gather, in_axes=(None, 0))(data, idx)
             )
-            states, delta, dist, acc = jax.vmap(chain_step, in_axes=(0, 0, 0, None))(
+            states, delta, dist, acc, vir = jax.vmap(chain_step, in_axes=(0, 0, 0, None))(
                 keys, states, batches, accept_now
             )
         else:
-            states, delta, dist, acc = jax.vmap(chain_step, in_axes=(0, 0, None, None))(
+            states, delta, dist, acc, vir = jax.vmap(chain_step, in_axes=(0, 0, None, None))(
                 keys, states, data, accept_now
             )
         states = shard_states(states)
@@ -218,7 +219,7 @@ def _run(
                 ),
                 lambda: None,
             )
-        return (states, first_bad), (delta, dist, acc)
+        return (states, first_bad), (delta, dist, acc, vir)
 
     def full_delta(states):
         def one(w):
@@ -250,7 +251,7 @@ def _run(
         carry = jax.lax.fori_loop(0, k - 1, lambda i, c: step(c, t0 + i)[0], carry)
         every = config.acceptance_every_draws
         accept_now = index % every == 0 if every else False
-        carry, (delta, dist, acc) = step(carry, t0 + k - 1, accept_now)
+        carry, (delta, dist, acc, vir) = step(carry, t0 + k - 1, accept_now)
         if not every:
             acc = jnp.zeros((config.num_chains, 0), delta.dtype)
         states = carry[0]
@@ -279,7 +280,7 @@ def _run(
             name: jax.vmap(lambda w, f=f, r=observe_refs[name]: f(w) - r)(states.position)
             for name, f in observe_at.items()
         }
-        return (carry, (scale_sum, scale_max)), (delta, dist, checked, proj, acc, observed)
+        return (carry, (scale_sum, scale_max)), (delta, dist, checked, proj, acc, vir, observed)
 
     positions = jax.tree.map(lambda p: jnp.broadcast_to(p, (config.num_chains, *p.shape)), anchor)
     states = shard_states(jax.vmap(lambda p: sampler.init(p, hyper.options))(positions))
@@ -289,14 +290,14 @@ def _run(
         carry, (first_step, first_draw) = (resume[0], resume[1]), (resume[2], resume[3])
     burn = config.num_burnin_steps
     burn_steps = first_step + jnp.arange(burn, dtype=jnp.int32)
-    carry, (burnin_delta, _, _) = jax.lax.scan(step, carry, burn_steps)
+    carry, (burnin_delta, *_) = jax.lax.scan(step, carry, burn_steps)
     local = jnp.arange(config.num_draws, dtype=jnp.int32)
     starts = first_step + burn + config.num_steps_bw_draws * local
     index = first_draw + local
     width = sum(x.size for x in jax.tree.leaves(anchor)) if config.record_scale else 0
     dtype = burnin_delta.dtype
     zeros = jnp.zeros((config.num_chains, width), dtype)
-    carry, (delta, dist, checked, proj, acc, observed) = jax.lax.scan(
+    carry, (delta, dist, checked, proj, acc, vir, observed) = jax.lax.scan(
         draw, (carry, (zeros, zeros)), (starts, index)
     )
     carry, (scale_sum, scale_max) = carry
@@ -313,7 +314,22 @@ def _run(
         carry[0].position if config.record_scale else (),
         carry if config.chunked else (),
         observed={name: jnp.moveaxis(x, 0, 1) for name, x in observed.items()},
+        virial=vir.T,
     )
+
+
+def virial(position: ArrayTree, anchor: ArrayTree, info) -> Array:
+    """``(w_t - w*) . grad U(w_t)`` from a step's info; NaN if the sampler has no gradient.
+
+    ``info.potential_grad`` is the gradient the step drifted along (minibatch loss and
+    localizer, at the pre-step position), so the product is an unbiased estimate of
+    ``(w_t - w*) . grad U(w_t)``: at stationarity its mean is the number of weights that
+    move (:func:`llc.flags.not_equilibrated`).
+    """
+    if info.potential_grad is None:
+        return jnp.full((), jnp.nan, info.loss.dtype)
+    dots = jax.tree.map(lambda w, a, g: jnp.vdot(w - a, g), position, anchor, info.potential_grad)
+    return sum(jax.tree.leaves(dots)).astype(info.loss.dtype)
 
 
 def _observers(loss_fn, config: RunConfig, anchor, observe):

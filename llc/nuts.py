@@ -62,18 +62,20 @@ def run_nuts(
             dw = jax.tree.map(jnp.subtract, state.position, anchor)
             dist = jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(dw)))
             delta = (loss_fn(state.position, data) - init_loss_hi) - init_loss_lo
-            return state, (delta, dist, info.acceptance_rate)
+            dots = jax.tree.map(jnp.vdot, dw, state.logdensity_grad)  # grad U = -grad log p
+            return state, (delta, dist, info.acceptance_rate, -sum(jax.tree.leaves(dots)))
 
         keys = jax.random.split(sample_key, num_draws)
-        _, (delta, dist, acc) = jax.lax.scan(body, state, keys)
-        return delta, dist, acc
+        _, (delta, dist, acc, vir) = jax.lax.scan(body, state, keys)
+        return delta, dist, acc, vir
 
     if starts is None:
         starts = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_chains, *x.shape)), anchor)
-    delta, dist, acc = jax.vmap(one_chain)(jax.random.split(rng_key, num_chains), starts)
+    delta, dist, acc, vir = jax.vmap(one_chain)(jax.random.split(rng_key, num_chains), starts)
     empty = jnp.zeros((num_chains, 0), delta.dtype)
     first_bad = jnp.where(
         jnp.all(jnp.isfinite(delta), axis=1), -1, num_warmup + jnp.argmax(~jnp.isfinite(delta), 1)
     ).astype(jnp.int32)
     acc = acc.astype(delta.dtype)
-    return RunOutput(empty, delta, dist, first_bad, empty, empty, acc, empty, empty)
+    vir = vir.astype(delta.dtype)
+    return RunOutput(empty, delta, dist, first_bad, empty, empty, acc, empty, empty, virial=vir)

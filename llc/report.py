@@ -150,7 +150,17 @@ def assemble(
         burnin=_burnin_name(plan),
         observables=_observables(plan, out, nbeta, diverged),
         mesh_shape=plan.mesh_shape,
+        virial_ratio=_virial_per_chain(plan, out, diverged),
     )
+
+
+def _virial_per_chain(plan: Plan, out: RunOutput, diverged: np.ndarray):
+    """Each chain's ``E[(w - w*) . grad U] / d`` (NaN if diverged), or None without a trace."""
+    virial = np.asarray(out.virial, np.float64)
+    if virial.ndim != 2 or not virial.shape[1]:
+        return None
+    per_chain = stats.virial_ratio(virial, moving_dimension(plan))[0]
+    return np.where(diverged, np.nan, per_chain)
 
 
 def _observables(plan: Plan, out: RunOutput, nbeta: float, diverged: np.ndarray):
@@ -211,6 +221,7 @@ def _judge(plan: Plan, out: RunOutput, v: _Run) -> list:
         flag.not_converged(v.rhat, v.ess, delta[~diverged].size),
         flag.not_stationary(rise, where, v.llc_mean),
         flag.still_spreading(out.distance[~diverged].astype(np.float64)),
+        flag.not_equilibrated(_alive_virial(out, diverged), moving_dimension(plan)),
         flag.lower_loss_escape(v.escape, "full-batch checks" if checked else "minibatch trace"),
     ]
     if diverged.any():
@@ -252,6 +263,18 @@ def _judge(plan: Plan, out: RunOutput, v: _Run) -> list:
             )
         )
     return [e for e in found if e is not None]
+
+
+def moving_dimension(plan: Plan) -> int:
+    """The weights the chains move: those in the mask, less the projected-out directions."""
+    projected = 0 if plan.held is None else int(np.sum(np.isinf(np.asarray(plan.held[1]))))
+    return plan.num_params - projected
+
+
+def _alive_virial(out: RunOutput, diverged: np.ndarray) -> np.ndarray:
+    """``(alive chains, draws)`` of the virial trace in float64 (``(0, 0)`` when absent)."""
+    virial = np.asarray(out.virial, np.float64)
+    return virial[~diverged] if virial.ndim == 2 else np.zeros((0, 0))
 
 
 def _calibration_prediction(calibration, localization) -> float | None:

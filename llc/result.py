@@ -118,6 +118,13 @@ class LLCResult(NamedTuple):
             ``observables`` or ``per_sample_observables`` (None without).
         mesh_shape: ``{axis: size}`` of the device mesh the run was laid over, e.g.
             ``{"chains": 2, "model": 2}`` (``{}``: one device, no mesh).
+        virial_ratio: ``(chains,)`` each chain's mean of ``(w - w*) . grad U(w)`` over its
+            draws divided by the number of weights that move, ``U`` the localized
+            posterior's potential (NaN for a diverged chain). At equilibrium its
+            expectation is exactly 1 whatever the loss (integration by parts); below 1
+            the chains have not spread out to the posterior, above 1 they run hot.
+            Flagged ``not_equilibrated`` when the mean is off 1 by more than 10% and 3
+            standard errors. None where no trace was recorded.
     """
 
     llc_mean: float
@@ -162,6 +169,7 @@ class LLCResult(NamedTuple):
     burnin: str = "fixed"
     observables: dict | None = None
     mesh_shape: dict | None = None
+    virial_ratio: np.ndarray | None = None
 
     @property
     def llc_stderr(self) -> float:
@@ -329,7 +337,8 @@ class CalibrationResult(NamedTuple):
     def transient(self) -> np.ndarray:
         """``(G, S)`` bool: settings whose run is flagged as not settled.
 
-        Flagged ``not_converged``, ``not_stationary`` or ``still_spreading``: their
+        Flagged ``not_converged``, ``not_stationary``, ``still_spreading`` or
+        ``not_equilibrated``: their
         ``llc_mean`` is a transient of a short run, fit to compare settings, not an
         estimate to report.
         """
@@ -363,13 +372,14 @@ class CalibrationResult(NamedTuple):
                 )
         if transient.any():
             rows.append(
-                "~ the run is flagged not_converged, not_stationary or still_spreading: "
-                "a transient of a short run, to compare settings, not an estimate"
+                "~ the run is flagged not_converged, not_stationary, still_spreading or "
+                "not_equilibrated: a transient of a short run, to compare settings, not an "
+                "estimate"
             )
         return "\n".join(rows)
 
 
-_TRANSIENT = frozenset({"not_converged", "not_stationary", "still_spreading"})
+_TRANSIENT = frozenset({"not_converged", "not_equilibrated", "not_stationary", "still_spreading"})
 
 _TYPES = {
     t.__name__: t for t in (LLCResult, CalibrationResult, CurvatureModel, Evidence, Observable)

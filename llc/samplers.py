@@ -263,7 +263,7 @@ def _momentum_step(thermostat: bool, option: str):
             dim = sgld.dimension(velocity, mask)
             # the kinetic energy of the exact discrete chain at friction xi (see above)
             friction = friction + (_sq_norm(velocity) / dim - eta / (1 - 0.5 * friction))
-        info = sgld.SGLDInfo(loss, jnp.sqrt(_sq_norm(displacement)))
+        info = sgld.SGLDInfo(loss, jnp.sqrt(_sq_norm(displacement)), grad_u)
         return MomentumState(new_position, velocity, friction.astype(state.friction.dtype)), info
 
     return step

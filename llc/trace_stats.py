@@ -24,6 +24,7 @@ __all__ = [
     "rising",
     "settled",
     "standard_error",
+    "virial_ratio",
 ]
 
 RHAT_LIMIT = 1.05
@@ -189,6 +190,30 @@ def rising(rise, level: float) -> bool:
         and rise[0] > RISE_T * rise[1]
         and rise[0] > RISE_REL * abs(level)
     )
+
+
+def virial_ratio(virial: np.ndarray, dimension: int):
+    """Each chain's mean of ``(w - w*) . grad U(w)`` over its draws, divided by ``dimension``.
+
+    At stationarity of any density ``exp(-U)`` with enough decay, integration by parts
+    gives ``E[(w - c) . grad U(w)] = d`` for every point c (here c = w*, d the number of
+    weights that move): the ratio is 1 whatever the loss. Its mean and standard error
+    across chains: ``(per_chain, mean, stderr)``; stderr NaN with fewer than two chains.
+
+    Examples:
+        A standard normal in 3 dimensions, ``U = |w|^2 / 2``: ``w . grad U = |w|^2``.
+
+        >>> import numpy as np
+        >>> w = np.random.default_rng(0).normal(size=(4, 20000, 3))
+        >>> per_chain, mean, stderr = virial_ratio(np.sum(w**2, axis=2), 3)
+        >>> abs(mean - 1) < 4 * stderr
+        True
+    """
+    per_chain = np.asarray(virial, np.float64).mean(axis=1) / max(dimension, 1)
+    chains = per_chain.size
+    mean = float(per_chain.mean()) if chains else math.nan
+    stderr = float(per_chain.std(ddof=1) / math.sqrt(chains)) if chains > 1 else math.nan
+    return per_chain, mean, stderr
 
 
 ESCAPE_DROP = 1.0

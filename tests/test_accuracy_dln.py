@@ -25,11 +25,16 @@ def assert_within_contract(result, lam):
 
 
 @pytest.mark.parametrize(
-    ("M", "H", "N"), [pytest.param(5, 3, 5, marks=pytest.mark.slow), (4, 3, 8)]
+    ("M", "H", "N", "burnin"),
+    [pytest.param(5, 3, 5, 20_000, marks=pytest.mark.slow), (4, 3, 8, 40_000)],
 )
-def test_rrr_at_the_origin(M, H, N):
+def test_rrr_at_the_origin(M, H, N, burnin):
     # Rank-0 teacher: w* = 0 is the most singular point of the true set, where the local
     # coefficient is the global one (Aoyagi & Watanabe). devinterp's test allows 40%.
+    # From the origin the chains spread slowly (the loss is quartic there): after 4,000
+    # burn-in steps E[(w - w*) . grad U] was 0.80 d for 4-3-8 (not_equilibrated, 5.84
+    # against 6) and 0.87 d for 5-3-5 (5.96 against 6.5); after 40,000 and 20,000 steps it
+    # is 1.02 d and 0.96 d.
     p = gt.make_rrr_problem(M, H, N, 0, seed=0, num_data=10_000)
     r = llc.estimate_llc(
         jax.random.key(0),
@@ -41,7 +46,7 @@ def test_rrr_at_the_origin(M, H, N):
         batch_size=500,
         num_chains=8,
         num_draws=4000,
-        num_burnin_steps=4000,
+        num_burnin_steps=burnin,
     )
     assert not r.flags
     assert_within_contract(r, float(p.true_lambda))
@@ -59,8 +64,12 @@ def test_small_dln_teacher_converged_run():
     settings = {**gt.dln_recipe("1K"), "num_burnin_steps": 30_000, "num_draws": 3_000}
     r = llc.estimate_llc(jax.random.key(1), p.loss_fn, p.params, p.data, num_chains=8, **settings)
     # The recipe's step has a predicted first-order step-size bias of 4.2% where these
-    # chains end (flagged; the contract's tolerance covers it); nothing else is flagged.
-    assert r.flags == ("step_size_bias",), r.evidence
+    # chains end (flagged; the contract's tolerance covers it). And the chains have not
+    # spread along the minimum's symmetry directions (GL orbits of the hidden layers, flat
+    # in the loss): E[(w - w*) . grad U] is 0.38 d, far from d, so not_equilibrated fires
+    # truthfully; along exactly flat directions the spread does not move the estimate.
+    assert r.flags == ("not_equilibrated", "step_size_bias"), r.evidence
+    assert r.evidence["not_equilibrated"].values["ratio"] < 0.9
     assert_within_contract(r, float(p.local_lambda))
 
 
