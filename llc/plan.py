@@ -98,6 +98,12 @@ class Plan(NamedTuple):
         mesh = self.config.mesh
         return 1 if mesh is None else int(mesh.devices.size)
 
+    @property
+    def moving_dimension(self) -> int:
+        """The weights the chains move: those in the mask, less the projected-out directions."""
+        projected = 0 if self.held is None else int(np.sum(np.isinf(np.asarray(self.held[1]))))
+        return self.num_params - projected
+
     def head(self) -> Batch:
         """The first ``eval_rows`` samples: the batch of the curvature probes."""
         rows = min(self.eval_rows, self.num_data)

@@ -159,7 +159,7 @@ def _virial_per_chain(plan: Plan, out: RunOutput, diverged: np.ndarray):
     virial = np.asarray(out.virial, np.float64)
     if virial.ndim != 2 or not virial.shape[1]:
         return None
-    per_chain = stats.virial_ratio(virial, moving_dimension(plan))[0]
+    per_chain = stats.virial_ratio(virial, plan.moving_dimension)[0]
     return np.where(diverged, np.nan, per_chain)
 
 
@@ -221,7 +221,7 @@ def _judge(plan: Plan, out: RunOutput, v: _Run) -> list:
         flag.not_converged(v.rhat, v.ess, delta[~diverged].size),
         flag.not_stationary(rise, where, v.llc_mean),
         flag.still_spreading(out.distance[~diverged].astype(np.float64)),
-        flag.not_equilibrated(_alive_virial(out, diverged), moving_dimension(plan)),
+        flag.not_equilibrated(_alive_virial(out, diverged), plan.moving_dimension),
         flag.lower_loss_escape(v.escape, "full-batch checks" if checked else "minibatch trace"),
     ]
     if diverged.any():
@@ -263,12 +263,6 @@ def _judge(plan: Plan, out: RunOutput, v: _Run) -> list:
             )
         )
     return [e for e in found if e is not None]
-
-
-def moving_dimension(plan: Plan) -> int:
-    """The weights the chains move: those in the mask, less the projected-out directions."""
-    projected = 0 if plan.held is None else int(np.sum(np.isinf(np.asarray(plan.held[1]))))
-    return plan.num_params - projected
 
 
 def _alive_virial(out: RunOutput, diverged: np.ndarray) -> np.ndarray:
