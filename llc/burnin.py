@@ -13,21 +13,12 @@ chains are those of one uninterrupted run), and judge the chains between segment
 import jax
 import numpy as np
 
-from llc import flags, loop, mesh, samplers
+from llc import loop, mesh, samplers
 from llc import trace_stats as stats
 from llc.plan import Plan
 from llc.step_bias import chain_bias
 
-__all__ = [
-    "auto",
-    "confirmed",
-    "follow",
-    "follow_limits",
-    "passes",
-    "run_chunk",
-    "spread",
-    "steady",
-]
+__all__ = ["auto", "confirmed", "follow", "follow_limits", "passes", "run_chunk", "steady"]
 
 FOLLOW_SEGMENTS = 4  # step_size="auto": burn-in segments after which the step is re-judged
 FOLLOW_MAX_EXTRA = 4  # ... and at most this many more segments until the chains are steady
@@ -61,11 +52,8 @@ def auto(plan: Plan, hyper, config):
     agree over ``[T/2, T)`` (R-hat at most 1.05: a trend test alone passes a plateau
     that the chains leave at different times). A passing ``T`` is then confirmed by one
     more window ``[T, T + W)``, a dry run of the draws' ``not_stationary`` test
-    (:func:`confirmed`); the burn-in is then ``T + W``. Both windows must also have
-    :func:`spread`: chains that no longer rise but still sit short of the posterior's width
-    (``E[(w - w*) . grad U] < d``, the draws' ``not_equilibrated`` test) go on. A window
-    that fails sends the doubling on to ``2T``. The cap (``plan.burnin.cap``) stops it in
-    any case.
+    (:func:`confirmed`); the burn-in is then ``T + W``. A window that fails sends the
+    doubling on to ``2T``. The cap (``plan.burnin.cap``) stops it in any case.
 
     Returns:
         ``(config, resume, burnin_delta)`` for :func:`llc.execute.execute_chunks`: the config with
@@ -74,28 +62,23 @@ def auto(plan: Plan, hyper, config):
     window, cap = plan.burnin.window, plan.burnin.cap
     total = cap + config.num_draws * config.num_steps_bw_draws
     chunk = config._replace(num_draws=0, chunked=True, progress_total=total)
-    resume, parts, virials, steps, check_at, passed = None, [], [], 0, 2 * window, None
+    resume, parts, steps, check_at, passed = None, [], 0, 2 * window, None
     while steps < cap:
         size = min(window, cap - steps)
-        resume, part, alive, virial = segment(plan, hyper, resume, chunk, steps, size)
+        resume, part, alive = segment(plan, hyper, resume, chunk, steps, size)
         steps += size
         parts.append(part)
-        virials.append(virial)
         if not alive.any():
             break  # every chain diverged: the draws will say so
-        d = plan.moving_dimension
         if passed is not None:  # [passed, steps) is the confirming window
-            if confirmed(joined(parts, alive, plan.nbeta), passed) and spread(
-                joined(virials, alive, 1.0)[:, passed:], d
-            ):
+            if confirmed(joined(parts, alive, plan.nbeta), passed):
                 break
             passed = None
         elif steps >= check_at or steps >= cap:
             verdict = passes(joined(parts, alive, plan.nbeta), window)
             if verdict is None:
                 break
-            if verdict and spread(joined(virials, alive, 1.0)[:, steps // 2 :], d):
-                passed = steps
+            passed = steps if verdict else None
             check_at *= 2
     burnin = np.concatenate(parts, axis=1) if parts else np.zeros((config.num_chains, 0))
     return config._replace(num_burnin_steps=steps), resume, burnin
@@ -104,15 +87,13 @@ def auto(plan: Plan, hyper, config):
 def segment(plan: Plan, hyper, resume, chunk, done: int, size: int):
     """``size`` more burn-in steps after ``done`` (one compiled call resuming ``resume``).
 
-    Returns ``(resume, burnin_delta, alive, burnin_virial)``: the carry to resume from, the
-    segment's host trace, which chains have not diverged, and the host trace of
-    ``(w - w*) . grad U`` (:func:`llc.loop.virial`).
+    Returns ``(resume, burnin_delta, alive)``: the carry to resume from, the segment's host
+    trace and which chains have not diverged.
     """
     out = run_chunk(plan, hyper, resume, chunk._replace(num_burnin_steps=size))
     states, first_bad = out.final_carry
     resume = (states, first_bad, jax.numpy.int32(done + size), jax.numpy.int32(0))
-    alive = mesh.to_host(first_bad) < 0
-    return resume, mesh.to_host(out.burnin_delta), alive, mesh.to_host(out.burnin_virial)
+    return resume, mesh.to_host(out.burnin_delta), mesh.to_host(first_bad) < 0
 
 
 def follow_limits(num_burnin_steps: int) -> tuple[int, int]:
@@ -158,7 +139,7 @@ def follow(plan: Plan, hyper, config):
     while steps < limit:
         this = min(size, total - steps) if steps < total else size
         history.append(float(hyper.step_size))
-        resume, part, alive, _ = segment(plan, hyper, resume, chunk, steps, this)
+        resume, part, alive = segment(plan, hyper, resume, chunk, steps, this)
         steps += this
         parts.append(part)
         if not alive.any():
@@ -178,25 +159,6 @@ def follow(plan: Plan, hyper, config):
             break
     burnin = np.concatenate(parts, axis=1)
     return hyper, tuple(history), config._replace(num_burnin_steps=steps), resume, burnin
-
-
-def spread(virial: np.ndarray, dimension: int) -> bool:
-    """Whether chains have spread out to the localized posterior's width.
-
-    ``virial``: ``(alive chains, steps)`` of ``(w - w*) . grad U``. False where the draws'
-    ``not_equilibrated`` test (:func:`llc.flags.not_equilibrated`) would find its mean
-    short of ``d`` (by 10% and 3 standard errors); chains above it (hot: a step too large)
-    pass, since more burn-in does not cool them.
-
-    Examples:
-        >>> import numpy as np
-        >>> spread(np.full((4, 100), 5.0) + np.arange(4)[:, None] * 0.1, 10)
-        False
-        >>> spread(np.full((4, 100), 10.0) + np.arange(4)[:, None] * 0.1, 10)
-        True
-    """
-    evidence = flags.not_equilibrated(virial, dimension)
-    return evidence is None or evidence.values["ratio"] > 1
 
 
 def steady(parts, alive, nbeta) -> bool:
@@ -222,10 +184,7 @@ def steady(parts, alive, nbeta) -> bool:
 
 
 def joined(parts, alive, nbeta) -> np.ndarray:
-    """The burn-in windows so far as one float64 ``(alive chains, steps)`` trace.
-
-    Times ``nbeta``: the loss windows give nbeta (L - L*); the virial's take ``nbeta = 1``.
-    """
+    """The burn-in windows so far as one ``(alive chains, steps)`` trace of nbeta (L - L*)."""
     return np.concatenate(parts, axis=1)[alive].astype(np.float64) * nbeta
 
 

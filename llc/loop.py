@@ -86,7 +86,6 @@ class RunOutput(NamedTuple):
     step_sizes: tuple = ()  # the step sizes the burn-in ran at, when it followed the chains
     observed: dict = {}  # name -> (chains, draws[, m, ...]): observable minus its value at w*
     virial: Array = ()  # (chains, draws): (w_t - w*) . grad U(w_t), the drift's own gradient
-    burnin_virial: Array = ()  # (chains, burnin): the same at every burn-in step
 
 
 def make_hyper(
@@ -291,7 +290,7 @@ def _run(
         carry, (first_step, first_draw) = (resume[0], resume[1]), (resume[2], resume[3])
     burn = config.num_burnin_steps
     burn_steps = first_step + jnp.arange(burn, dtype=jnp.int32)
-    carry, (burnin_delta, _, _, burnin_vir) = jax.lax.scan(step, carry, burn_steps)
+    carry, (burnin_delta, *_) = jax.lax.scan(step, carry, burn_steps)
     local = jnp.arange(config.num_draws, dtype=jnp.int32)
     starts = first_step + burn + config.num_steps_bw_draws * local
     index = first_draw + local
@@ -316,7 +315,6 @@ def _run(
         carry if config.chunked else (),
         observed={name: jnp.moveaxis(x, 0, 1) for name, x in observed.items()},
         virial=vir.T,
-        burnin_virial=burnin_vir.T,
     )
 
 
