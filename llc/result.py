@@ -232,7 +232,8 @@ class LLCResult(NamedTuple):
             f"{self.step_size:.3g}, localization = {self.localization:.3g}, d = {self.num_params}",
             f"  {self.sampler}: {self.num_draws} draws after {self.num_burnin_steps} burn-in "
             f"steps, batch {self.batch_size or 'full'}, {self.wall_time:.2f} s",
-            f"  R-hat {self.rhat:.3f}, bulk ESS {self.ess:.0f}, acceptance {accept:.3f}",
+            f"  R-hat {self.rhat:.3f}, bulk ESS {self.ess:.0f}, acceptance {accept:.3f}"
+            + _virial_text(self.virial_ratio),
         ]
         lines += [f"  [{flag}] {self.evidence[flag]}" for flag in self.flags]
         return "\n".join(lines)
@@ -377,6 +378,13 @@ class CalibrationResult(NamedTuple):
                 "estimate"
             )
         return "\n".join(rows)
+
+
+def _virial_text(ratio) -> str:
+    """``, E[(w - w*) . grad U] / d 0.72`` over the live chains, or "" without a ratio."""
+    if ratio is None or not np.isfinite(ratio).any():
+        return ""
+    return f", E[(w - w*) . grad U] / d {float(np.nanmean(ratio)):.3f} (1 at equilibrium)"
 
 
 _TRANSIENT = frozenset({"not_converged", "not_equilibrated", "not_stationary", "still_spreading"})
