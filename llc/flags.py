@@ -184,7 +184,8 @@ def not_equilibrated(virial: np.ndarray, dimension: int) -> Evidence | None:
         remedy = (
             "llc_mean is then most likely an underestimate (unless the directions still "
             "spreading carry no loss), even with R-hat fine and no trend left. Run more "
-            "burn-in (num_burnin_steps larger, or 'auto'), and compare; directions held "
+            "burn-in (a larger num_burnin_steps; 'auto' does not wait for this check), and "
+            "compare; directions held "
             "only by the localizer relax in about 1 / (step_size * localization) steps, so "
             "a larger localization equilibrates sooner (it measures a more local LLC)."
         )

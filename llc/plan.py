@@ -11,6 +11,7 @@ rising) and :class:`FollowBurnin` (``step_size="auto"`` with a fixed burn-in: th
 size follows the chains).
 """
 
+import math
 from pathlib import Path
 from typing import NamedTuple
 
@@ -168,6 +169,7 @@ def make_plan(
     held = None if s.held_directions is None else _check_held(s.held_directions, params)
     if held is not None and np.isinf(held[1]).any():
         config = config._replace(project_held=True)  # static: no projection otherwise
+        _check_projected_in_mask(held, mask)
     probe = jax.tree.map(lambda x: x[: batch_size or n], data)
     check.check_loss_shape(loss_fn, params, probe)
 
@@ -309,6 +311,31 @@ def check_mask(weight_mask, params) -> tuple[ArrayTree, int]:
         msg = "weight_mask selects no weight; at least one must be sampled."
         raise ValueError(msg)
     return jax.tree.unflatten(params_def, out), count
+
+
+def _check_projected_in_mask(held, mask) -> None:
+    """A projected-out direction (strength inf) must lie inside ``weight_mask``.
+
+    Its projection would otherwise move frozen weights, and the chains would not sample
+    the complement of the directions within the weights that move.
+    """
+    if mask is None:
+        return
+    directions, strengths = held
+    for i in np.flatnonzero(np.isinf(strengths)):
+        norm = math.sqrt(
+            sum(
+                float(np.sum(np.square(np.asarray(v[i], np.float64) * (1.0 - np.asarray(m)))))
+                for v, m in zip(jax.tree.leaves(directions), jax.tree.leaves(mask), strict=True)
+            )
+        )
+        if norm > 1e-3:
+            msg = (
+                f"held_directions direction {i} (strength inf) has norm {norm:.3g} on weights "
+                "outside weight_mask; a projected-out direction must be zero on the frozen "
+                "weights (project it onto the mask and renormalise)."
+            )
+            raise ValueError(msg)
 
 
 def _check_held(held_directions, params):

@@ -160,7 +160,7 @@ def _virial_per_chain(plan: Plan, out: RunOutput, diverged: np.ndarray):
     if virial.ndim != 2 or not virial.shape[1]:
         return None
     per_chain = stats.virial_ratio(virial, plan.moving_dimension)[0]
-    return np.where(diverged, np.nan, per_chain)
+    return np.where(diverged | ~np.isfinite(per_chain), np.nan, per_chain)
 
 
 def _observables(plan: Plan, out: RunOutput, nbeta: float, diverged: np.ndarray):
@@ -247,7 +247,7 @@ def _judge(plan: Plan, out: RunOutput, v: _Run) -> list:
         found.append(flag.interrupted(num_draws, config.num_draws))
     found += [
         flag.negative_estimate(v.llc_mean, v.per_chain),
-        flag.above_half_dimension(v.llc_mean, plan.num_params, v.stderr)
+        flag.above_half_dimension(v.llc_mean, plan.moving_dimension, v.stderr)
         if (~diverged).any()
         else None,
         flag.imprecise(v.llc_mean, v.stderr, int(np.sum(~diverged))),
@@ -266,9 +266,15 @@ def _judge(plan: Plan, out: RunOutput, v: _Run) -> list:
 
 
 def _alive_virial(out: RunOutput, diverged: np.ndarray) -> np.ndarray:
-    """``(alive chains, draws)`` of the virial trace in float64 (``(0, 0)`` when absent)."""
+    """``(chains, draws)`` of the virial trace in float64, the live chains with finite values.
+
+    ``(0, 0)`` when absent. A chain whose gradient overflowed at its last recorded step
+    (loss still finite) is left out of the check rather than switching it off.
+    """
     virial = np.asarray(out.virial, np.float64)
-    return virial[~diverged] if virial.ndim == 2 else np.zeros((0, 0))
+    if virial.ndim != 2:
+        return np.zeros((0, 0))
+    return virial[~diverged & np.isfinite(virial).all(axis=1)]
 
 
 def _calibration_prediction(calibration, localization) -> float | None:

@@ -120,7 +120,8 @@ class LLCResult(NamedTuple):
             ``{"chains": 2, "model": 2}`` (``{}``: one device, no mesh).
         virial_ratio: ``(chains,)`` each chain's mean of ``(w - w*) . grad U(w)`` over its
             draws divided by the number of weights that move, ``U`` the localized
-            posterior's potential (NaN for a diverged chain). At equilibrium its
+            posterior's potential (NaN for a diverged chain, or one whose gradient
+            overflowed). At equilibrium its
             expectation is exactly 1 whatever the loss (integration by parts); below 1
             the chains have not spread out to the posterior, above 1 they run hot.
             Flagged ``not_equilibrated`` when the mean is off 1 by more than 10% and 3
@@ -382,9 +383,11 @@ class CalibrationResult(NamedTuple):
 
 def _virial_text(ratio) -> str:
     """``, E[(w - w*) . grad U] / d 0.72`` over the live chains, or "" without a ratio."""
-    if ratio is None or not np.isfinite(ratio).any():
+    finite = np.asarray([] if ratio is None else ratio, np.float64)
+    finite = finite[np.isfinite(finite)]
+    if not finite.size:
         return ""
-    return f", E[(w - w*) . grad U] / d {float(np.nanmean(ratio)):.3f} (1 at equilibrium)"
+    return f", E[(w - w*) . grad U] / d {float(finite.mean()):.3f} (1 at equilibrium)"
 
 
 _TRANSIENT = frozenset({"not_converged", "not_equilibrated", "not_stationary", "still_spreading"})

@@ -169,6 +169,12 @@ class Settings:
         ):
             msg = f"sampler={sampler!r} supports neither escape_direction nor held_directions."
             raise ValueError(msg)
+        if not can.step_size and self.weight_mask is not None:
+            msg = (
+                f"sampler={sampler!r} samples every weight and takes no weight_mask; use an "
+                "SGLD-family sampler (e.g. sampler='sgld') for a refined LLC."
+            )
+            raise ValueError(msg)
         changes["localization"] = check.check_real(
             "localization", self.localization, allow_zero=True
         )

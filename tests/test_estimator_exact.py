@@ -41,15 +41,17 @@ def test_quadratic_full_batch_matches_ula_closed_form(step_size):
     # chain's end, relative to llc_mean (Hutchinson's diagonal is exact on a diagonal
     # Hessian; full batch: no noise term).
     # The chains run hot: E[(w - w*) . grad U] / d is exactly 1 / (1 - eps kappa / 4) for
-    # this AR(1) chain (kappa = nbeta mu + gamma), 1.37 at 1e-3 (not_equilibrated) and
-    # 1.09 at 3e-4 (inside the flag's 10%).
+    # this AR(1) chain (kappa = nbeta mu + gamma): 1.37 at 1e-3, flagged not_equilibrated;
+    # 1.09 at 3e-4, near the flag's 10%, where either verdict is right.
     kappa = NBETA * mu + 1.0
     virial = float(np.mean(1.0 / (1.0 - step_size * kappa / 4.0)))
     stderr = result.virial_ratio.std(ddof=1) / np.sqrt(result.virial_ratio.size)
     assert abs(result.virial_ratio.mean() - virial) < 4 * stderr
-    hot = ("not_equilibrated",) if virial > 1.2 else ()
+    if virial > 1.2:
+        assert "not_equilibrated" in result.flags
     high = ("above_half_dimension",) if target > 5 else ()
-    assert result.flags == (*hot, *high, "step_size_bias")
+    others = tuple(f for f in result.flags if f != "not_equilibrated")
+    assert others == (*high, "step_size_bias")
     first_order = np.full(16, 10 * step_size * NBETA / 8 / result.llc_mean)
     np.testing.assert_allclose(result.predicted_step_bias, first_order, rtol=1e-4)
     assert_within_stderr(result, target)

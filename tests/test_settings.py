@@ -38,6 +38,7 @@ def test_unknown_missing_and_refused_keywords_are_type_errors():
         ({"step_size": 1e-4, "sampler": "hmc"}, ValueError, "sampler"),
         ({"step_size": 1e-4, "sampler": "nuts"}, ValueError, "step_size=None"),
         ({"step_size": None, "sampler": "nuts", "batch_size": 10}, ValueError, "full-batch"),
+        ({"step_size": None, "sampler": "nuts", "weight_mask": True}, ValueError, "weight_mask"),
         ({"step_size": 1e-4, "sampler_options": {"beta": 1}}, ValueError, "sampler_options"),
         ({"step_size": 1e-4, "num_chains": 3, "num_devices": 2}, ValueError, "num_devices"),
     ],

@@ -84,30 +84,26 @@ def test_chains_that_have_not_spread_along_a_flat_direction_are_flagged():
     def flat(params, batch):
         return quadratic(params.at[3].set(0.0), batch)
 
-    kw = {"step_size": 1e-3, "nbeta": 10.0, "localization": 10.0, "batch_size": None}
-    with pytest.warns(RuntimeWarning, match="not_equilibrated"):
-        short = llc.estimate_llc(
+    def run_flat(chains, burnin, draws):
+        return llc.estimate_llc(
             jax.random.key(0),
             flat,
             jnp.zeros(4),
             DATA,
-            num_chains=16,
-            num_burnin_steps=20,
-            num_draws=100,
-            **kw,
+            step_size=1e-3,
+            nbeta=10.0,
+            localization=10.0,
+            batch_size=None,
+            num_chains=chains,
+            num_burnin_steps=burnin,
+            num_draws=draws,
+            progress_bar=False,
         )
+
+    with pytest.warns(RuntimeWarning, match="not_equilibrated"):
+        short = run_flat(16, 20, 100)
     assert short.evidence["not_equilibrated"].values["ratio"] < 0.9
-    long = llc.estimate_llc(
-        jax.random.key(0),
-        flat,
-        jnp.zeros(4),
-        DATA,
-        num_chains=8,
-        num_burnin_steps=3000,
-        num_draws=8000,
-        progress_bar=False,
-        **kw,
-    )
+    long = run_flat(8, 3000, 8000)
     assert "not_equilibrated" not in long.flags
 
 
@@ -128,3 +124,10 @@ def test_virial_ratio_of_exact_normal_draws_is_one():
     w = np.random.default_rng(1).normal(size=(8, 5000, 6))
     _, mean, stderr = virial_ratio(np.sum(w**2, axis=2), 6)
     assert abs(mean - 1.0) < 4 * stderr
+
+
+def test_a_projected_direction_outside_the_mask_is_refused_before_running():
+    mask = np.array([True, True, False, False])
+    held = ([np.eye(4)[3]], [float("inf")])  # on a frozen weight: d would be wrong
+    with pytest.raises(ValueError, match="held_directions direction 0"):
+        run(weight_mask=mask, held_directions=held)
