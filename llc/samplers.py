@@ -225,6 +225,11 @@ def _momentum_init(option):
     return init
 
 
+def _projected_count(held) -> int:
+    """How many held directions are projected out of the sampling (strength inf)."""
+    return 0 if held is None else jnp.sum(jnp.isinf(held[1]))
+
+
 def _momentum_step(thermostat: bool, option: str):
     def step(
         rng_key,
@@ -258,9 +263,10 @@ def _momentum_step(thermostat: bool, option: str):
             grad_u,
             noise,
         )
+        velocity = sgld.project_out(velocity, held)  # move in the projected complement
         new_position = jax.tree.map(jnp.add, position, velocity)
         if thermostat:
-            dim = sgld.dimension(velocity, mask)
+            dim = sgld.dimension(velocity, mask) - _projected_count(held)
             # the kinetic energy of the exact discrete chain at friction xi (see above)
             friction = friction + (_sq_norm(velocity) / dim - eta / (1 - 0.5 * friction))
         info = sgld.SGLDInfo(loss, jnp.sqrt(_sq_norm(displacement)), grad_u)

@@ -131,3 +131,35 @@ def test_a_projected_direction_outside_the_mask_is_refused_before_running():
     held = ([np.eye(4)[3]], [float("inf")])  # on a frozen weight: d would be wrong
     with pytest.raises(ValueError, match="held_directions direction 0"):
         run(weight_mask=mask, held_directions=held)
+
+
+def test_sgnht_thermostat_counts_only_the_sampled_directions():
+    """SGNHT with a projected-out direction: its friction adapts to d - 1 directions.
+
+    Its thermostat once divided the kinetic energy by d and read the velocity before the
+    projection, so the chains ran hot (ratio 1.25, estimate 1.86 against the exact 1.49);
+    the check flagged it. The exact value is 1/2 sum nbeta mu / (nbeta mu + gamma) over the
+    three sampled directions; the tolerance is 4 standard errors plus the predicted
+    first-order step-size bias.
+    """
+    held = ([np.eye(4)[3]], [float("inf")])
+    result = llc.estimate_llc(
+        jax.random.key(0),
+        quadratic,
+        jnp.zeros(4),
+        DATA,
+        step_size=1e-4,
+        nbeta=NBETA,
+        batch_size=None,
+        num_chains=8,
+        num_draws=4000,
+        num_burnin_steps=2000,
+        sampler="sgnht",
+        held_directions=held,
+        progress_bar=False,
+    )
+    scaled = NBETA * CURVATURES[:3]
+    exact = 0.5 * np.sum(scaled / (scaled + 1.0))
+    bias = abs(result.llc_mean - result.llc_step_corrected)
+    assert abs(result.llc_mean - exact) < 4 * result.llc_stderr + bias
+    assert "not_equilibrated" not in result.flags
