@@ -225,8 +225,8 @@ def _momentum_init(option):
     return init
 
 
-def _projected_count(held) -> int:
-    """How many held directions are projected out of the sampling (strength inf)."""
+def _projected_count(held):
+    """How many held directions are projected out of the sampling (strength inf), traced."""
     return 0 if held is None else jnp.sum(jnp.isinf(held[1]))
 
 
