@@ -188,7 +188,7 @@ def _run(
             delta = info.loss - loss_fn(anchor, batch)
         else:
             delta = (info.loss - hyper.init_loss_hi) - hyper.init_loss_lo
-        return new_state, delta, info.distance, acceptance, virial(state.position, anchor, info)
+        return new_state, delta, info.distance, acceptance, info.virial
 
     def step(carry, t, accept_now=False):
         states, first_bad = carry
@@ -316,20 +316,6 @@ def _run(
         observed={name: jnp.moveaxis(x, 0, 1) for name, x in observed.items()},
         virial=vir.T,
     )
-
-
-def virial(position: ArrayTree, anchor: ArrayTree, info) -> Array:
-    """``(w_t - w*) . grad U(w_t)`` from a step's info; NaN if the sampler has no gradient.
-
-    ``info.potential_grad`` is the gradient the step drifted along (minibatch loss and
-    localizer, at the pre-step position), so the product is an unbiased estimate of
-    ``(w_t - w*) . grad U(w_t)``: at stationarity its mean is the number of weights that
-    move (:func:`llc.flags.not_equilibrated`).
-    """
-    if info.potential_grad is None:
-        return jnp.full((), jnp.nan, info.loss.dtype)
-    dots = jax.tree.map(lambda w, a, g: jnp.vdot(w - a, g), position, anchor, info.potential_grad)
-    return sum(jax.tree.leaves(dots)).astype(info.loss.dtype)
 
 
 def _observers(loss_fn, config: RunConfig, anchor, observe):

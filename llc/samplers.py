@@ -198,7 +198,7 @@ def _rmsprop_step(
         return (w - 0.5 * s * gu + jnp.sqrt(s) * xi).astype(w.dtype)
 
     new_position = jax.tree.map(move, position, grad_u, scale, noise)
-    info = sgld.SGLDInfo(loss, jnp.sqrt(_sq_norm(displacement)), grad_u)
+    info = sgld.step_info(loss, displacement, grad_u)
     return updated._replace(position=new_position), info
 
 
@@ -269,7 +269,7 @@ def _momentum_step(thermostat: bool, option: str):
             dim = sgld.dimension(velocity, mask) - _projected_count(held)
             # the kinetic energy of the exact discrete chain at friction xi (see above)
             friction = friction + (_sq_norm(velocity) / dim - eta / (1 - 0.5 * friction))
-        info = sgld.SGLDInfo(loss, jnp.sqrt(_sq_norm(displacement)), grad_u)
+        info = sgld.step_info(loss, displacement, grad_u)
         return MomentumState(new_position, velocity, friction.astype(state.friction.dtype)), info
 
     return step
@@ -416,7 +416,7 @@ def log_acceptance(
     """
     scale = sampler.proposal_scale(new_state, step_size, options)
     w, w_new = state.position, new_state.position
-    if info is not None and info.potential_grad is not None:
+    if info is not None:
         loss0, gu0 = info.loss, info.potential_grad
         dw0 = jax.tree.map(jnp.subtract, w, anchor)
     else:

@@ -30,6 +30,7 @@ __all__ = [
     "init",
     "build_kernel",
     "sgld",
+    "step_info",
     "to_blackjax_step_size",
 ]
 
@@ -52,13 +53,23 @@ class SGLDInfo(NamedTuple):
             out of the same ``value_and_grad`` call as the drift).
         distance: ``||w_t - w*||``, the Euclidean distance from the anchor.
         potential_grad: ``grad U(w_t) = nbeta grad L_B(w_t) + localizer pull``, the
-            drift's gradient (reused by the MALA acceptance check); None for samplers
-            that do not provide it.
+            drift's gradient (reused by the MALA acceptance check).
+        virial: ``(w_t - w*) . grad U(w_t)``, an unbiased estimate of its full-data value:
+            at stationarity its mean is the number of weights that move
+            (:func:`llc.flags.not_equilibrated`).
     """
 
     loss: Array
     distance: Array
-    potential_grad: ArrayTree = None
+    potential_grad: ArrayTree
+    virial: Array
+
+
+def step_info(loss: Array, displacement: ArrayTree, grad_u: ArrayTree) -> SGLDInfo:
+    """The :class:`SGLDInfo` of a step from ``w_t - w*`` and the drift's gradient."""
+    sq = sum(jnp.sum(jnp.square(dw)) for dw in jax.tree.leaves(displacement))
+    dots = jax.tree.leaves(jax.tree.map(jnp.vdot, displacement, grad_u))
+    return SGLDInfo(loss, jnp.sqrt(sq), grad_u, sum(dots).astype(loss.dtype))
 
 
 class SamplingAlgorithm(NamedTuple):
@@ -143,8 +154,7 @@ def build_kernel():
             return (w - half_eps * gu + sqrt_eps * xi).astype(w.dtype)
 
         new_position = jax.tree.map(move, position, grad_u, noise)
-        sq = sum(jnp.sum(jnp.square(dw)) for dw in jax.tree.leaves(displacement))
-        return SGLDState(new_position), SGLDInfo(loss, jnp.sqrt(sq), grad_u)
+        return SGLDState(new_position), step_info(loss, displacement, grad_u)
 
     return kernel
 
