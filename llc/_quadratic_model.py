@@ -88,11 +88,17 @@ def gradient_matvecs(spec, cert, g_norm, nbeta, gamma, m) -> int:
     return 1 if bound < 0.005 else m
 
 
-def curvature_facts(spec, cert, tol, gradient, nbeta, gamma) -> dict:
-    """What the curvature and the gradient say: confinement, materiality, the model."""
+def curvature_facts(spec, cert, tol, gradient, nbeta, gamma, subset=False) -> dict:
+    """What the curvature and the gradient say: confinement, materiality, the model.
+
+    With ``subset`` (the spectrum is a subset's), ``mu_min`` is the certificate's
+    full-data Rayleigh quotient: the subset's Ritz value is no bound on the full one.
+    """
     g_norm, g_nodes, g_weights = gradient
     d = spec.num_params
-    mu_min = min(spec.min_eigenvalue, cert.rayleigh_quotient) if cert else spec.min_eigenvalue
+    mu_min = spec.min_eigenvalue
+    if cert:
+        mu_min = cert.rayleigh_quotient if subset else min(mu_min, cert.rayleigh_quotient)
     negative = cert is not None
     min_gamma = nbeta * abs(mu_min) if negative else 0.0
     confined = gamma > min_gamma

@@ -26,16 +26,10 @@ from llc._diagnosis_text import confined_explanation, evidence_for, verdict_and_
 from llc._remedy import found, verified_localization
 from llc._run_probe import covers, lower_loss_of_run
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
+from llc.curvature import Certificate, resolve_smallest
 from llc.hessian import HessianSpectrum, checked_point
 from llc.result import LLCResult
-from llc.saddle_probe import (
-    Certificate,
-    LowerLoss,
-    NullSearch,
-    probe_lower_loss,
-    resolve_smallest,
-    search_null_directions,
-)
+from llc.saddle_probe import LowerLoss, NullSearch, probe_lower_loss, search_null_directions
 from llc.settings import default_nbeta
 
 __all__ = ["MATERIAL", "Diagnosis", "diagnose"]
@@ -55,8 +49,9 @@ class Diagnosis(NamedTuple):
         remedy: what to do, with numbers ("" when nothing is needed).
         estimate_kwargs: keyword arguments for :func:`llc.estimate_llc` that apply the
             remedy (``{}`` when none is needed or none was verified).
-        spectrum: the Hessian probe (the last, longest Lanczos run).
-        certificate: a :class:`llc.saddle_probe.Certificate` proving negative curvature,
+        spectrum: the Hessian probe (the last, longest Lanczos run; on ``hvp_rows``
+            rows where that subset's answer, a minimum, was confirmed on all the data).
+        certificate: a :class:`llc.curvature.Certificate` proving negative curvature,
             or None.
         decided: False when the Lanczos budget ran out before the smallest eigenvalue
             was resolved (flag ``undecided``).
@@ -79,9 +74,11 @@ class Diagnosis(NamedTuple):
             (``0.1 gamma / nbeta``: they move the estimate by less than 0.05 each).
         nbeta: the nbeta assumed.
         localization: the localization assumed.
-        num_matvecs: Hessian-vector products spent.
+        hvp_rows: the rows ``spectrum`` was computed on (n: all the data).
+        num_matvecs: Hessian-vector products spent (on the subset and on all the data).
         cost_in_sgld_steps: the whole diagnosis in minibatch SGLD steps (a full-data
-            Hessian-vector product ~ 2 n / batch steps), the short chains included.
+            Hessian-vector product ~ 2 n / batch steps, one on ``r`` rows ``2 r / batch``),
+            the short chains included.
         cost_parts: that cost by part: ``lanczos``, ``gradient`` (the gradient term's
             quadrature), ``null_search``, ``lower_loss_probe`` (0 where the ``result``'s
             chains were the probe) and ``remedy_checks`` (verifying ``estimate_kwargs``).
@@ -107,6 +104,7 @@ class Diagnosis(NamedTuple):
     tolerance: float
     nbeta: float
     localization: float
+    hvp_rows: int
     num_matvecs: int
     cost_in_sgld_steps: float
     cost_parts: dict
@@ -129,6 +127,7 @@ def diagnose(
     num_probes: int = 2,
     probe_steps: int = 1000,
     verify_steps: int = 1000,
+    hvp_rows: int | None = 512,
     eval_batch_size: int = 8192,
 ) -> Diagnosis:
     """Check that the LLC at ``params`` is meaningful, and say why not and what to do.
@@ -168,6 +167,11 @@ def diagnose(
         verify_steps: steps of each chain that checks a remedy's localization before it
             is offered (a 200-step check passed localizations that a 2,000-step run
             escaped).
+        hvp_rows: rows of the random subset the curvature and the null-direction search
+            are first probed on (None: all the data). The subset's Lanczos answer is kept
+            only where it is a minimum that a full-data Rayleigh quotient confirms to
+            within the resolution; anything else reruns on all the data. A drop found on
+            the subset counts only when the full data confirm it.
         eval_batch_size: rows per full-data evaluation chunk.
 
     Returns:
@@ -207,7 +211,8 @@ def diagnose(
     probe_steps = check.check_count("probe_steps", probe_steps, minimum=0)
     verify_steps = check.check_count("verify_steps", verify_steps, minimum=1)
     spec_key, grad_key, chain_key = jax.random.split(rng_key, 3)
-    spec, tol, decided, cert, spent = resolve_smallest(
+    rows = None if hvp_rows is None else check.check_count("hvp_rows", hvp_rows, minimum=1)
+    curv = resolve_smallest(
         spec_key,
         loss_fn,
         params,
@@ -219,14 +224,18 @@ def diagnose(
         max_matvecs=top,
         num_probes=check.check_count("num_probes", num_probes, minimum=1),
         chunk=chunk,
+        hvp_rows=rows,
     )
+    spec, tol, decided, cert = curv.spectrum, curv.resolution, curv.decided, curv.certificate
+    spent = curv.num_matvecs
     m_grad = quadratic.gradient_matvecs(spec, cert, g_norm, nbeta, gamma, min(m, d))
     _, g_nodes, g_weights = jax.tree.map(
         np.asarray, quadratic.gradient_quadrature(grad_key, loss_fn, params, data, m_grad, chunk)
     )
     spent += m_grad
 
-    f = quadratic.curvature_facts(spec, cert, tol, (g_norm, g_nodes, g_weights), nbeta, gamma)
+    gradient = (g_norm, g_nodes, g_weights)
+    f = quadratic.curvature_facts(spec, cert, tol, gradient, nbeta, gamma, curv.rows < n)
     min_gamma, confined = f["min_gamma"], f["confined"]
     negative, material, large_gradient = f["negative"], f["material"], f["large_gradient"]
     batch = batch_size if batch_size is not None else min(n, 1024)
@@ -265,6 +274,7 @@ def diagnose(
             localization=gamma,
             tolerance=tol,
             chunk=chunk,
+            rows=rows,
         )
         if run_covers:  # the run's chains went at least as far as the probe's would
             lower = lower_loss_of_run(result)
@@ -305,6 +315,8 @@ def diagnose(
         "kwargs": kwargs,
         "tried": tried,
         "d": d,
+        "rows": curv.rows,
+        "n": n,
     }
     flags = [
         flag
@@ -332,9 +344,9 @@ def diagnose(
 
     per_matvec = 2.0 * n / batch  # a full-data HVP in minibatch steps
     parts = {
-        "lanczos": (spent - m_grad) * per_matvec,
+        "lanczos": curv.full_matvecs * per_matvec,
         "gradient": m_grad * per_matvec,
-        "null_search": (null.num_evaluations * per_matvec / 4) if null else 0.0,  # ~1/4 HVP
+        "null_search": (null.full_losses * per_matvec / 4) if null else 0.0,  # ~1/4 HVP
         "lower_loss_probe": lower.cost_in_sgld_steps if lower else 0.0,
         "remedy_checks": float(sum(t["cost"] for t in tried)),
     }
@@ -359,6 +371,7 @@ def diagnose(
         tolerance=tol,
         nbeta=nbeta,
         localization=gamma,
+        hvp_rows=curv.rows,
         num_matvecs=spent,
         cost_in_sgld_steps=sum(parts.values()),
         cost_parts=parts,

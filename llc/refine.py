@@ -11,9 +11,10 @@ from jax.flatten_util import ravel_pytree
 
 from llc import _validation as check
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
+from llc.curvature import resolve_smallest
 from llc.hessian import checked_point
 from llc.loop import full_loss
-from llc.saddle_probe import probe_lower_loss, resolve_smallest
+from llc.saddle_probe import probe_lower_loss
 from llc.settings import default_nbeta
 
 __all__ = ["RefineResult", "refine_to_minimum"]
@@ -146,7 +147,7 @@ def refine_to_minimum(
     def probe(point, round_):
         """The next push from ``point``: ``(new point or None, spectrum, higher order)``."""
         key = jax.random.fold_in(rng_key, round_)
-        spec, _, _, cert, _ = resolve_smallest(
+        spec, _, _, cert, *_ = resolve_smallest(
             key,
             loss_fn,
             point,

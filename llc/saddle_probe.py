@@ -1,12 +1,7 @@
-"""Probes of a point beyond a fixed-budget Hessian: certificates, resolution, lower loss.
+"""Probes of a point for lower loss beyond second order.
 
-* :func:`resolve_smallest` runs Lanczos adaptively until the smallest Hessian
-  eigenvalue is decided at the resolution that matters for the LLC: a direction
-  matters when ``nbeta |mu|`` is comparable to the localization ``gamma``
-  (its share of the estimate is ``0.5 nbeta mu / (nbeta mu + gamma)``), so the
-  resolution is ``RESOLUTION * gamma / nbeta``, not a fraction of ``mu_max``. A Ritz
-  vector with a negative Rayleigh quotient *proves* negative curvature whatever its
-  residual, and is kept as a certificate.
+(The curvature half, certificates and resolution, is :mod:`llc.curvature`.)
+
 * :func:`probe_lower_loss` looks for lower loss at the sampler's own scale with a few
   short localized SGLD chains and full-data checks, which finds what curvature cannot
   see: the higher-order saddles of deep networks (zero gradient, positive
@@ -24,129 +19,12 @@ from jax.flatten_util import ravel_pytree
 
 from llc._batching import gather, sample_indices
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
-from llc.hessian import HessianSpectrum, full_data_flat_matvec, hessian_spectrum
+from llc.hessian import HessianSpectrum
 from llc.loop import full_loss
 from llc.sgld import build_kernel, init
 from llc.trace_stats import ESCAPE_DROP
 
-__all__ = [
-    "RESOLUTION",
-    "Certificate",
-    "LowerLoss",
-    "NullSearch",
-    "probe_lower_loss",
-    "search_null_directions",
-    "resolution",
-    "resolve_smallest",
-]
-
-RESOLUTION = 0.1
-"""An eigenvalue with ``nbeta |mu| < RESOLUTION * gamma`` moves the estimate by less than
-about ``RESOLUTION / 2``: below the resolution that matters."""
-
-
-def resolution(nbeta: float, localization: float, mu_max: float) -> float:
-    """The eigenvalue scale that matters: ``RESOLUTION * gamma / nbeta``.
-
-    With ``gamma = 0`` every negative eigenvalue matters: then a float32-safe floor of
-    ``1e-6 |mu_max|`` (and never below ``1e-12``).
-
-    Examples:
-        >>> resolution(1e4, 1.0, 1.0)
-        1e-05
-    """
-    floor = max(1e-6 * abs(mu_max), 1e-12)
-    return max(RESOLUTION * localization / nbeta, floor) if localization > 0 else floor
-
-
-class Certificate(NamedTuple):
-    """A proof of negative curvature: a unit direction with a negative Rayleigh quotient.
-
-    Attributes:
-        rayleigh_quotient: ``v^T H v`` recomputed with one Hessian-vector product.
-        ritz_value: the Lanczos estimate it came from.
-        residual: the Ritz residual ``||H v - theta v||`` (large is fine: a negative
-            Rayleigh quotient is a proof whatever the residual).
-        direction: ``v`` as a parameter pytree.
-    """
-
-    rayleigh_quotient: float
-    ritz_value: float
-    residual: float
-    direction: ArrayTree
-
-
-@partial(jax.jit, static_argnames=("loss_fn", "chunk"))
-def _rayleigh(loss_fn, params, data, v, chunk):
-    _, _, matvec = full_data_flat_matvec(loss_fn, params, data, chunk)
-    return jnp.vdot(v, matvec(v)) / jnp.vdot(v, v)
-
-
-def resolve_smallest(
-    rng_key: PRNGKey,
-    loss_fn: LossFn,
-    params: ArrayTree,
-    data: Batch,
-    *,
-    nbeta: float,
-    localization: float,
-    k: int,
-    num_matvecs: int,
-    max_matvecs: int,
-    num_probes: int,
-    chunk: int,
-) -> tuple[HessianSpectrum, float, bool, Certificate | None, int]:
-    """Lanczos, doubling its length until the smallest eigenvalue is resolved.
-
-    Resolved: a smallest Ritz value whose residual is within the resolution (or a Krylov
-    space of dimension d). A certificate found on the way is kept (the most negative
-    Rayleigh quotient) and the doubling goes on while the budget lasts, so that
-    ``nbeta |mu_min|``, the confining threshold, is not taken from an unconverged value.
-    Decided: resolved, or certified negative.
-
-    Returns:
-        ``(spectrum, resolution, decided, certificate, matvecs spent)``.
-    """
-    d = ravel_pytree(params)[0].size
-    m, spent, best = min(num_matvecs, d), 0, None
-    while True:
-        spec = hessian_spectrum(
-            jax.random.fold_in(rng_key, m),
-            loss_fn,
-            params,
-            data,
-            k=k,
-            num_matvecs=m,
-            num_probes=num_probes,
-            eigenvectors=True,
-            eval_batch_size=chunk,
-        )
-        spent += spec.num_matvecs
-        res = resolution(nbeta, localization, spec.max_eigenvalue)
-        cert = _certificate(loss_fn, params, data, spec, chunk, res)
-        spent += cert is not None
-        if cert is not None and (best is None or cert.rayleigh_quotient < best.rayleigh_quotient):
-            best = cert
-        resolved = spec.smallest_residuals[0] <= res or m >= d
-        if resolved or 2 * m > max_matvecs:
-            return spec, res, best is not None or bool(resolved), best, spent
-        m = min(2 * m, d)
-
-
-def _certificate(loss_fn, params, data, spec, chunk, res) -> Certificate | None:
-    """The smallest Ritz pair as a certificate, if its Rayleigh quotient is below -res."""
-    if spec.min_eigenvalue >= -res:
-        return None
-    v = ravel_pytree(spec.smallest_eigenvectors[0])[0]
-    rq = float(_rayleigh(loss_fn, params, data, v, chunk))
-    if not rq < -res:
-        return None
-    return Certificate(
-        rayleigh_quotient=rq,
-        ritz_value=float(spec.min_eigenvalue),
-        residual=float(spec.smallest_residuals[0]),
-        direction=spec.smallest_eigenvectors[0],
-    )
+__all__ = ["LowerLoss", "NullSearch", "probe_lower_loss", "search_null_directions"]
 
 
 class LowerLoss(NamedTuple):
@@ -349,7 +227,8 @@ class NullSearch(NamedTuple):
         distance: ``|t|`` there.
         direction: the unit direction ``v`` (a parameter pytree), signed.
         num_directions: directions searched.
-        num_evaluations: full-data losses evaluated.
+        num_evaluations: losses evaluated (on the subset, and on all the data).
+        full_losses: their cost in full-data losses (a subset loss counts ``rows / n``).
     """
 
     found: bool
@@ -358,6 +237,7 @@ class NullSearch(NamedTuple):
     direction: ArrayTree
     num_directions: int
     num_evaluations: int
+    full_losses: float
 
 
 @partial(jax.jit, static_argnames=("loss_fn", "chunk"))
@@ -368,6 +248,16 @@ def _losses_along(loss_fn, params, data, directions, lengths, chunk):
         return full_loss(loss_fn, unravel(flat + t * v), data, chunk)
 
     return jax.vmap(lambda v: jax.lax.map(lambda t: at(v, t), lengths))(directions)
+
+
+@partial(jax.jit, static_argnames=("loss_fn", "chunk"))
+def _losses_at(loss_fn, params, data, directions, lengths, chunk):
+    """``L(w* + t_i v_i)`` for pairs ``(v_i, t_i)``."""
+    flat, unravel = ravel_pytree(params)
+    pairs = (directions, lengths)
+    return jax.lax.map(
+        lambda p: full_loss(loss_fn, unravel(flat + p[1] * p[0]), data, chunk), pairs
+    )
 
 
 def search_null_directions(
@@ -384,6 +274,8 @@ def search_null_directions(
     num_directions: int = 8,
     num_lengths: int = 12,
     chunk: int = 8192,
+    rows: int | None = None,
+    num_confirm: int = 4,
 ) -> NullSearch:
     """Lower loss along the Hessian's near-null directions, beyond second order.
 
@@ -394,6 +286,10 @@ def search_null_directions(
     ``1 / sqrt(gamma)``, both signs. A point counts when its loss drop outweighs the
     localizer, ``nbeta (L - L*) + gamma t^2 / 2 < -ESCAPE_DROP``: the localized
     posterior puts more weight there than at w*.
+
+    With ``rows`` below n the grid is evaluated on a random subset of that many rows
+    (measured against the subset's own loss at w*), and the ``num_confirm`` best points
+    are evaluated again on all the data: only a full-data drop counts as found.
 
     Examples:
         >>> import jax, jax.numpy as jnp
@@ -415,28 +311,48 @@ def search_null_directions(
     ]
     flat, unravel = ravel_pytree(params)
     if not null:
-        return NullSearch(False, math.nan, math.nan, unravel(jnp.zeros_like(flat)), 0, 0)
+        return NullSearch(False, math.nan, math.nan, unravel(jnp.zeros_like(flat)), 0, 0, 0.0)
+    mix_key, rows_key = jax.random.split(rng_key)
     basis = jnp.stack(null)
-    mix = jax.random.normal(rng_key, (max(num_directions - len(null), 0), len(null)), flat.dtype)
+    mix = jax.random.normal(mix_key, (max(num_directions - len(null), 0), len(null)), flat.dtype)
     mixed = mix @ basis
     mixed = mixed / jnp.linalg.norm(mixed, axis=1, keepdims=True)
     directions = jnp.concatenate([basis, mixed])[:num_directions]
     width = 1.0 / math.sqrt(max(localization, 1e-12))
     half = jnp.geomspace(0.01 * width, 5.0 * width, num_lengths).astype(flat.dtype)
     lengths = jnp.concatenate([-half[::-1], half])
-    values = np.asarray(
-        _losses_along(loss_fn, params, data, directions, lengths, chunk), np.float64
-    )
-    drops = np.where(np.isfinite(values), nbeta * (values - init_loss), np.inf)
     t = np.asarray(lengths, np.float64)
-    score = drops + 0.5 * localization * t[None, :] ** 2
+    n = jax.tree.leaves(data)[0].shape[0]
+    subset = rows is not None and rows < n
+    probe, base, cost = data, init_loss, 0.0
+    if subset:
+        probe = gather(data, jax.random.choice(rows_key, n, (rows,), replace=False))
+        base, cost = float(full_loss(loss_fn, params, probe, min(chunk, rows))), rows / n
+    grid = _losses_along(loss_fn, params, probe, directions, lengths, min(chunk, n))
+    score = _scores(grid, base, nbeta, localization, t[None, :])
+    evaluations, cost = score.size + subset, cost + score.size * (rows / n if subset else 1.0)
+    if subset:  # the best points again, on all the data: only a full-data drop counts
+        best = np.argsort(score, axis=None)[: min(num_confirm, score.size)]
+        i, j = np.unravel_index(best, score.shape)
+        full = _losses_at(loss_fn, params, data, directions[i], lengths[j], min(chunk, n))
+        score = np.full(score.shape, np.inf)
+        score[i, j] = _scores(full, init_loss, nbeta, localization, t[j])
+        evaluations, cost = evaluations + best.size, cost + best.size
     i, j = np.unravel_index(int(np.argmin(score)), score.shape)
     direction = unravel(directions[i] * (1.0 if t[j] >= 0 else -1.0))
     return NullSearch(
         found=bool(score[i, j] < -ESCAPE_DROP),
-        loss_drop=float(drops[i, j]),
+        loss_drop=float(score[i, j] - 0.5 * localization * t[j] ** 2),
         distance=float(abs(t[j])),
         direction=direction,
         num_directions=int(directions.shape[0]),
-        num_evaluations=int(values.size),
+        num_evaluations=int(evaluations),
+        full_losses=float(cost),
     )
+
+
+def _scores(values, base, nbeta, localization, t):
+    """``nbeta (L - L*) + gamma t^2 / 2`` (inf where the loss is not finite)."""
+    values = np.asarray(values, np.float64)
+    drops = np.where(np.isfinite(values), nbeta * (values - base), np.inf)
+    return drops + 0.5 * localization * t**2
