@@ -182,8 +182,10 @@ def not_equilibrated(virial: np.ndarray, dimension: int) -> Evidence | None:
     if off < 0:
         what = "the chains have not spread out to the localized posterior"
         remedy = (
-            "llc_mean is then most likely an underestimate (unless the directions still "
-            "spreading carry no loss), even with R-hat fine and no trend left. Run more "
+            "llc_mean may then still move, even with R-hat fine and no trend left: it was "
+            "low at minimal points of deep linear networks and on a tanh MLP while their "
+            "chains spread, and directions that carry no loss spread without moving it; the "
+            "step-size bias can push it the other way. Run more "
             "burn-in (a larger num_burnin_steps; 'auto' does not wait for this check), and "
             "compare; directions held "
             "only by the localizer relax in about 1 / (step_size * localization) steps, so "
