@@ -128,9 +128,9 @@ def resolve_smallest(
     Decided: resolved, or certified negative.
 
     With ``hvp_rows`` below n the search starts on a random subset of that many rows and
-    keeps the subset's answer only where it is a minimum confirmed on all the data (see
-    the module docstring); otherwise it reruns on all the data from the Lanczos length
-    the subset needed.
+    keeps the subset's answer only where all the data confirm a minimum or prove an
+    unconfined saddle (see the module docstring); otherwise it reruns on all the data
+    from the Lanczos length the subset needed.
 
     Examples:
         A minimum of a data-free loss (the subset's Hessian is the full one):
