@@ -61,6 +61,7 @@ def quadratic_model(spec, nbeta, gamma, tol):
     floor = 1e-5 * abs(spec.max_eigenvalue)  # float32 Lanczos scatters zeros this far
     neg = 0.5 * d * np.sum(np.where(nodes < -floor, w * share, 0.0), axis=1)
     se = float(np.std(neg, ddof=1) / math.sqrt(len(neg))) if len(neg) > 1 else math.nan
+    se = 0.0 if nodes.shape[1] == d else se  # the Ritz values are the eigenvalues: exact
     return float(np.mean(per_probe)), float(np.mean(neg)), se
 
 

@@ -18,8 +18,10 @@ is computed (one full-data product). The subset's answer is kept in two cases:
   that matters);
 * unconfined: ``q`` is negative with ``nbeta |q| >= gamma``. A Rayleigh quotient bounds
   the smallest eigenvalue from above, so the localizer provably does not hold that
-  direction; the certificate is the full-data one, the rest of the spectrum (the count
-  of negative directions, the largest eigenvalue) is the subset's.
+  direction. The subset's negative Ritz vectors are then refined on all the data
+  (Rayleigh-Ritz: one full-data product each), so the smallest values, their residuals
+  and vectors and the certificate are the full data's; the density (the count of
+  negative directions) and the largest eigenvalues are the subset's.
 
 Anything else (a confined negative direction, whose share of the estimate needs the
 full spectrum; a disagreement; an unresolved subset) reruns on all the data.
@@ -30,6 +32,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from llc._batching import gather
@@ -104,6 +107,13 @@ def _rayleigh(loss_fn, params, data, v, chunk):
     return jnp.vdot(v, matvec(v)) / jnp.vdot(v, v)
 
 
+@partial(jax.jit, static_argnames=("loss_fn", "chunk"))
+def _products(loss_fn, params, data, vs, chunk):
+    """``H v`` of the full-data Hessian for each row ``v`` of ``vs``."""
+    _, _, matvec = full_data_flat_matvec(loss_fn, params, data, chunk)
+    return jax.lax.map(matvec, vs)
+
+
 def resolve_smallest(
     rng_key: PRNGKey,
     loss_fn: LossFn,
@@ -150,24 +160,59 @@ def resolve_smallest(
         return _adaptive(rng_key, data, data, num_matvecs, 0, 0.0, n, *common)
     rows = jax.random.choice(jax.random.fold_in(rng_key, 0), n, (hvp_rows,), replace=False)
     sub = _adaptive(rng_key, gather(data, rows), None, num_matvecs, 0, 0.0, n, *common)
-    spec = sub.spectrum
+    spec, res, chunk = sub.spectrum, sub.resolution, min(chunk, n)
     v = ravel_pytree(spec.smallest_eigenvectors[0])[0]
-    rq = float(_rayleigh(loss_fn, params, data, v, min(chunk, n)))
+    rq = float(_rayleigh(loss_fn, params, data, v, chunk))
     spent, cost = sub.num_matvecs + 1, sub.full_matvecs + 1.0
-    res = sub.resolution
     no_negative = spec.min_eigenvalue >= -res and rq >= -res
     if sub.decided and no_negative and abs(rq - spec.min_eigenvalue) <= res:
         return sub._replace(num_matvecs=spent, full_matvecs=cost)
     if rq < -res and nbeta * abs(rq) >= localization:  # unconfined, proven on all the data
-        cert = Certificate(
-            rq,
-            spec.min_eigenvalue,
-            float(spec.smallest_residuals[0]),
-            spec.smallest_eigenvectors[0],
+        spec, cert, extra = _refined(loss_fn, params, data, spec, res, chunk)
+        return sub._replace(
+            spectrum=spec,
+            decided=True,
+            certificate=cert,
+            num_matvecs=spent + extra,
+            full_matvecs=cost + extra,
         )
-        return sub._replace(decided=True, certificate=cert, num_matvecs=spent, full_matvecs=cost)
     m = min(max(num_matvecs, len(spec.nodes[0])), max_matvecs)
     return _adaptive(rng_key, data, data, m, spent, cost, n, *common)
+
+
+def _refined(loss_fn, params, data, spec, res, chunk):
+    """The subset's negative Ritz vectors, Rayleigh-Ritz on the full-data Hessian.
+
+    The subset's smallest Ritz vectors below ``-res`` (at least the first) span a space
+    in which the full-data Hessian's Ritz values bound its smallest eigenvalues from above
+    (Cauchy interlacing): they replace the subset's smallest values, with their full-data
+    residuals and vectors, so that the spectrum and the certificate say the same.
+
+    Returns:
+        ``(spectrum, certificate, full-data products spent beyond the first)``.
+    """
+    flat, unravel = ravel_pytree(params)
+    take = [0] + [i for i in range(1, len(spec.smallest)) if spec.smallest[i] < -res]
+    basis = jnp.stack([ravel_pytree(spec.smallest_eigenvectors[i])[0] for i in take])
+    images = _products(loss_fn, params, data, basis, chunk)
+    b, hb = np.asarray(basis, np.float64), np.asarray(images, np.float64)
+    theta, y = np.linalg.eigh(0.5 * (b @ hb.T + hb @ b.T))
+    vectors, mapped = y.T @ b, y.T @ hb
+    residuals = np.linalg.norm(mapped - theta[:, None] * vectors, axis=1)
+    smallest = np.concatenate([theta, spec.smallest[len(take) :]])
+    resid = np.concatenate([residuals, spec.smallest_residuals[len(take) :]])
+    vecs = [unravel(jnp.asarray(x, flat.dtype)) for x in vectors]
+    vecs += spec.smallest_eigenvectors[len(take) :]
+    order = np.argsort(smallest, kind="stable")
+    ritz = float(spec.smallest[0])
+    spec = spec._replace(
+        min_eigenvalue=float(smallest[order[0]]),
+        smallest=smallest[order],
+        smallest_residuals=resid[order],
+        smallest_eigenvectors=[vecs[i] for i in order],
+    )
+    cert = Certificate(float(theta[0]), ritz, float(residuals[0]), vecs[0])
+    return spec, cert, len(take) - 1
 
 
 def _adaptive(

@@ -49,8 +49,9 @@ class Diagnosis(NamedTuple):
         remedy: what to do, with numbers ("" when nothing is needed).
         estimate_kwargs: keyword arguments for :func:`llc.estimate_llc` that apply the
             remedy (``{}`` when none is needed or none was verified).
-        spectrum: the Hessian probe (the last, longest Lanczos run; on ``hvp_rows``
-            rows where that subset's answer, a minimum, was confirmed on all the data).
+        spectrum: the Hessian probe (the last, longest Lanczos run). Where the answer
+            of the ``hvp_rows`` subset stood (:mod:`llc.curvature`) it is the subset's,
+            with, at an unconfined saddle, the smallest values refined on all the data.
         certificate: a :class:`llc.curvature.Certificate` proving negative curvature,
             or None.
         decided: False when the Lanczos budget ran out before the smallest eigenvalue
@@ -136,9 +137,10 @@ def diagnose(
        resolution ``0.1 gamma / nbeta``; a negative Rayleigh quotient is reported as a
        certificate whatever its residual; confined negative curvature is flagged only
        when its contribution to the estimate is material (more than 5% of the rest).
-    2. Beyond second order: when no negative curvature is found, a few short localized
-       chains (``probe_steps`` steps at the sampler's scale) look for lower full-data
-       loss; what they find is flagged ``higher_order_saddle``.
+    2. Beyond second order: when no negative curvature is found, a line search along the
+       near-null directions and, unless it found lower loss already, a few short
+       localized chains (``probe_steps`` steps at the sampler's scale) look for lower
+       full-data loss; what they find is flagged ``higher_order_saddle``.
     3. The remedy: a localization that confines the chains, verified by the same short
        chains before it is offered, as ``estimate_kwargs``.
 
@@ -169,9 +171,10 @@ def diagnose(
             escaped).
         hvp_rows: rows of the random subset the curvature and the null-direction search
             are first probed on (None: all the data). The subset's Lanczos answer is kept
-            only where it is a minimum that a full-data Rayleigh quotient confirms to
-            within the resolution; anything else reruns on all the data. A drop found on
-            the subset counts only when the full data confirm it.
+            only where a full-data Rayleigh quotient confirms a minimum to within the
+            resolution or proves an unconfined saddle (:mod:`llc.curvature`); anything
+            else reruns on all the data. A drop found on the subset counts only when the
+            full data confirm it.
         eval_batch_size: rows per full-data evaluation chunk.
 
     Returns:
@@ -278,7 +281,7 @@ def diagnose(
         )
         if run_covers:  # the run's chains went at least as far as the probe's would
             lower = lower_loss_of_run(result)
-        elif probe_steps:
+        elif probe_steps and not null.found:  # lower loss found already needs no chains
             lower = chains(chain_key, gamma)
     higher_order = (lower is not None and lower.found) or (null is not None and null.found)
     escaped = result is not None and "lower_loss_escape" in result.flags

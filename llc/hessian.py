@@ -123,11 +123,13 @@ class HessianSpectrum(NamedTuple):
         smallest_eigenvectors: unit eigenvector estimates as parameter pytrees
             (only with ``eigenvectors=True``), else None.
         largest_eigenvectors: likewise.
-        trace: Hutchinson estimate of ``tr(H)`` from the sign probes.
-        trace_stderr: its standard error across probes (NaN with one probe).
-        nodes: ``(probes, m)`` Ritz values of each probe (quadrature nodes).
+        trace: Hutchinson estimate of ``tr(H)`` from the sign probes (exact when
+            ``m = d``).
+        trace_stderr: its standard error across probes (NaN with one probe, 0 when exact).
+        nodes: ``(probes, m)`` Ritz values of each probe (quadrature nodes); with
+            ``m = d`` one probe, whose nodes are the eigenvalues.
         weights: ``(probes, m)`` quadrature weights (first eigenvector components
-            squared); each row sums to 1.
+            squared; ``1 / d`` each when ``m = d``: the exact density); each row sums to 1.
         num_params: d.
         num_matvecs: Hessian-vector products spent.
     """
@@ -270,7 +272,8 @@ def hessian_spectrum(
         data: a pytree of arrays with a leading axis n (the Hessian is of L_n).
         k: how many of the smallest and largest eigenvalues to return.
         num_matvecs: Lanczos steps per probe (capped at d).
-        num_probes: random starts for the trace and density (>= 1).
+        num_probes: random starts for the trace and density (>= 1; one when
+            ``num_matvecs >= d``, where a single run gives every eigenvalue).
         eigenvectors: also return eigenvector estimates as parameter pytrees.
         eval_batch_size: rows per Hessian-vector product chunk.
 
@@ -290,17 +293,20 @@ def hessian_spectrum(
     num_probes = check.check_count("num_probes", num_probes, minimum=1)
     k = check.check_count("k", k, minimum=1)
     m = min(check.check_count("num_matvecs", num_matvecs, minimum=2), d)
+    # m = d: the Krylov space is the whole space (a breakdown restarts it), the Ritz values
+    # are the eigenvalues, and the density is exact with weights 1/d: one probe suffices
+    exact = m == d
+    probes = 1 if exact else num_probes
     theta, vecs, basis0, beta_last = jax.tree.map(
-        np.asarray, _spectrum_core(rng_key, loss_fn, params, data, m, num_probes, chunk)
+        np.asarray, _spectrum_core(rng_key, loss_fn, params, data, m, probes, chunk)
     )
-    weights = vecs[:, 0, :] ** 2
+    weights = np.full(theta.shape, 1.0 / d) if exact else vecs[:, 0, :] ** 2
     residuals = np.abs(beta_last[0] * vecs[0, -1, :])
     k = min(k, m)
     lo, hi = np.arange(k), np.arange(m - 1, m - 1 - k, -1)
     per_probe = d * np.sum(weights * theta, axis=1)
-    trace_se = (
-        float(np.std(per_probe, ddof=1) / math.sqrt(num_probes)) if num_probes > 1 else math.nan
-    )
+    trace_se = float(np.std(per_probe, ddof=1) / math.sqrt(probes)) if probes > 1 else math.nan
+    trace_se = 0.0 if exact else trace_se
 
     def vectors(idx):
         if not eigenvectors:
@@ -322,7 +328,7 @@ def hessian_spectrum(
         nodes=theta,
         weights=weights,
         num_params=d,
-        num_matvecs=m * num_probes,
+        num_matvecs=m * probes,
     )
 
 

@@ -67,6 +67,13 @@ def test_unconfined_saddle_is_proven_on_all_the_data_from_the_subset():
     assert mu_min * (1 + 1e-5) <= q < 0
     assert rep.nbeta * abs(q) >= rep.localization
     assert rep.evidence["negative_curvature"].values["mu_min"] == q
+    # the smallest values are the full data's Rayleigh-Ritz values (the spectrum and the
+    # certificate agree), and interlacing puts the i-th at or above the i-th eigenvalue
+    assert rep.spectrum.min_eigenvalue == q
+    sigma = np.linalg.svd(x.T @ y / len(x), compute_uv=False)
+    exact = np.sort(np.r_[np.repeat(-2 / 3 * sigma, 4), np.repeat(2 / 3 * sigma, 4), np.zeros(8)])
+    k = len(rep.spectrum.smallest)
+    assert np.all(rep.spectrum.smallest >= exact[:k] + 1e-5 * exact[:k])
 
 
 def test_subset_that_disagrees_with_all_the_data_is_rerun_on_all_of_it():

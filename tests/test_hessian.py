@@ -128,3 +128,21 @@ def test_agrees_with_dense_hessian_on_a_small_network_with_negative_curvature():
 def test_bad_input():
     with pytest.raises(ValueError, match="num_probes must be >= 1"):
         hessian_spectrum(jax.random.key(0), quadratic(np.eye(2)), jnp.zeros(2), DUMMY, num_probes=0)
+
+
+def test_a_krylov_space_of_dimension_d_gives_the_exact_spectrum_from_one_probe():
+    # repeated eigenvalues (five zeros) break Lanczos down; its restarts still span R^d
+    eigs = np.r_[np.zeros(5), -0.5, 1.0, 2.0, 3.0, 4.0]
+    spec = hessian_spectrum(
+        jax.random.key(5),
+        quadratic(matrix_with_spectrum(eigs, 6)),
+        jnp.zeros(10),
+        DUMMY,
+        num_matvecs=10,
+        num_probes=4,
+    )
+    assert spec.num_matvecs == 10 and spec.nodes.shape == (1, 10)
+    np.testing.assert_allclose(np.sort(spec.nodes[0]), np.sort(eigs), atol=1e-10)
+    np.testing.assert_allclose(spec.weights, 0.1)
+    assert spec.trace == pytest.approx(eigs.sum(), rel=1e-10) and spec.trace_stderr == 0.0
+    assert spec.fraction_below(-0.1) == pytest.approx(0.1)

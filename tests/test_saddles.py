@@ -87,7 +87,10 @@ def test_three_layer_origin_is_a_higher_order_saddle():
     rep = llc.diagnose(jax.random.key(0), p.loss_fn, origin, p.data, verify_steps=100)
     assert rep.grad_norm < 1e-6 and abs(rep.spectrum.min_eigenvalue) < 1e-6
     assert "higher_order_saddle" in rep.flags
-    assert rep.lower_loss.found and rep.lower_loss.loss_drop < -1
+    # the line search along the null directions or the short chains (run only when the
+    # line search found nothing) reach loss below L_n(w*)
+    finds = [x for x in (rep.null_search, rep.lower_loss) if x is not None and x.found]
+    assert finds and min(x.loss_drop for x in finds) < -1
     assert_not_called_a_minimum(rep)
     out = llc.refine_to_minimum(
         jax.random.key(1), p.loss_fn, origin, p.data, num_steps=3000, max_saddle_steps=8
