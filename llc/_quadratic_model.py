@@ -48,7 +48,7 @@ def gradient_quadrature(rng_key, loss_fn, params, data, num_matvecs, chunk):
     return norm, theta, vecs[0] ** 2
 
 
-def quadratic_model(spec, nbeta, gamma, tol):
+def quadratic_model(spec, nbeta, gamma, tol, exact=False):
     """``(lambda_quadratic, negative part, its stderr)`` from the SLQ density.
 
     The negative part sums every negative node beyond rounding (``1e-5 mu_max``), those
@@ -61,7 +61,7 @@ def quadratic_model(spec, nbeta, gamma, tol):
     floor = 1e-5 * abs(spec.max_eigenvalue)  # float32 Lanczos scatters zeros this far
     neg = 0.5 * d * np.sum(np.where(nodes < -floor, w * share, 0.0), axis=1)
     se = float(np.std(neg, ddof=1) / math.sqrt(len(neg))) if len(neg) > 1 else math.nan
-    se = 0.0 if nodes.shape[1] == d else se  # the Ritz values are the eigenvalues: exact
+    se = 0.0 if exact else se  # the full-data Ritz values are the eigenvalues
     return float(np.mean(per_probe)), float(np.mean(neg)), se
 
 
@@ -105,7 +105,8 @@ def curvature_facts(spec, cert, tol, gradient, nbeta, gamma, subset=False) -> di
     confined = gamma > min_gamma
     lam_quad = grad_bias = neg_part = neg_se = math.nan
     if confined:
-        lam_quad, neg_part, neg_se = quadratic_model(spec, nbeta, gamma, tol)
+        exact = spec.nodes.shape[1] == d and not subset  # m = d on all the data
+        lam_quad, neg_part, neg_se = quadratic_model(spec, nbeta, gamma, tol, exact)
         p = nbeta * g_nodes + gamma
         shape = (gamma + 0.5 * nbeta * g_nodes) / p**2
         grad_bias = -((nbeta * g_norm) ** 2) * float(np.sum(g_weights * shape))

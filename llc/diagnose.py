@@ -49,9 +49,9 @@ class Diagnosis(NamedTuple):
         remedy: what to do, with numbers ("" when nothing is needed).
         estimate_kwargs: keyword arguments for :func:`llc.estimate_llc` that apply the
             remedy (``{}`` when none is needed or none was verified).
-        spectrum: the Hessian probe (the last, longest Lanczos run). Where the answer
-            of the ``hvp_rows`` subset stood (:mod:`llc.curvature`) it is the subset's,
-            with, at an unconfined saddle, the smallest values refined on all the data.
+        spectrum: the Hessian probe (the last, longest Lanczos run). Where the
+            ``hvp_rows`` subset proved an unconfined saddle (:mod:`llc.curvature`) it is
+            the subset's, with the smallest values refined on all the data.
         certificate: a :class:`llc.curvature.Certificate` proving negative curvature,
             or None.
         decided: False when the Lanczos budget ran out before the smallest eigenvalue
@@ -69,7 +69,8 @@ class Diagnosis(NamedTuple):
             eigenvalues (<= 0; NaN when not confined).
         negative_contribution_stderr: its standard error across the density probes.
         min_localization: the smallest localization that confines every direction
-            (``nbeta * |mu_min|``, 0 if there is no negative curvature).
+            (``nbeta * |mu_min|``, 0 if there is no negative curvature; a lower bound,
+            since ``mu_min`` is a Ritz value, above the smallest eigenvalue).
         negative_directions: estimated number of eigenvalues below ``-tolerance``.
         tolerance: the resolution: eigenvalues with ``|mu| <= tolerance`` count as zero
             (``0.1 gamma / nbeta``: they move the estimate by less than 0.05 each).
@@ -170,11 +171,11 @@ def diagnose(
             is offered (a 200-step check passed localizations that a 2,000-step run
             escaped).
         hvp_rows: rows of the random subset the curvature and the null-direction search
-            are first probed on (None: all the data). The subset's Lanczos answer is kept
-            only where a full-data Rayleigh quotient confirms a minimum to within the
-            resolution or proves an unconfined saddle (:mod:`llc.curvature`); anything
-            else reruns on all the data. A drop found on the subset counts only when the
-            full data confirm it.
+            are first probed on, each on its own draw (None: all the data). The subset's
+            Lanczos answer is kept only where a full-data Rayleigh quotient proves an
+            unconfined saddle (:mod:`llc.curvature`); anything else, a minimum above all,
+            reruns on all the data. A drop found by the line search on the subset counts
+            only when the full data confirm it.
         eval_batch_size: rows per full-data evaluation chunk.
 
     Returns:
@@ -318,8 +319,6 @@ def diagnose(
         "kwargs": kwargs,
         "tried": tried,
         "d": d,
-        "rows": curv.rows,
-        "n": n,
     }
     flags = [
         flag
