@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from llc import _validation as check
 from llc._batching import gather
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
 from llc.hessian import HessianSpectrum, full_data_flat_matvec, hessian_spectrum
@@ -151,6 +152,7 @@ def resolve_smallest(
         (10, -1.0, 1.3)
     """
     n = jax.tree.leaves(data)[0].shape[0]
+    hvp_rows = None if hvp_rows is None else check.check_count("hvp_rows", hvp_rows, minimum=1)
     common = (loss_fn, params, nbeta, localization, k, max_matvecs, num_probes, chunk)
     if hvp_rows is None or hvp_rows >= n:
         return _adaptive(rng_key, data, data, num_matvecs, 0, 0.0, n, *common)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from llc import _validation as check
 from llc._batching import gather, sample_indices
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
 from llc.hessian import HessianSpectrum
@@ -323,6 +324,7 @@ def search_null_directions(
     lengths = jnp.concatenate([-half[::-1], half])
     t = np.asarray(lengths, np.float64)
     n = jax.tree.leaves(data)[0].shape[0]
+    rows = None if rows is None else check.check_count("rows", rows, minimum=1)
     subset = rows is not None and rows < n
     probe, base, cost = data, init_loss, 0.0
     if subset:
