@@ -99,16 +99,16 @@ class Resolved(NamedTuple):
 
 
 @partial(jax.jit, static_argnames=("loss_fn", "chunk"))
-def _rayleigh(loss_fn, params, data, v, chunk):
-    _, _, matvec = full_data_flat_matvec(loss_fn, params, data, chunk)
-    return jnp.vdot(v, matvec(v)) / jnp.vdot(v, v)
-
-
-@partial(jax.jit, static_argnames=("loss_fn", "chunk"))
 def _products(loss_fn, params, data, vs, chunk):
     """``H v`` of the full-data Hessian for each row ``v`` of ``vs``."""
     _, _, matvec = full_data_flat_matvec(loss_fn, params, data, chunk)
     return jax.lax.map(matvec, vs)
+
+
+def _rayleigh(loss_fn, params, data, v, chunk) -> tuple[float, jax.Array]:
+    """``(v^T H v / v^T v, H v)`` of the full-data Hessian: one product."""
+    image = _products(loss_fn, params, data, v[None], chunk)[0]
+    return float(jnp.vdot(v, image) / jnp.vdot(v, v)), image
 
 
 def resolve_smallest(
@@ -160,8 +160,7 @@ def resolve_smallest(
     sub = _adaptive(rng_key, gather(data, rows), None, num_matvecs, 0, 0.0, n, *common)
     spec, res, chunk = sub.spectrum, sub.resolution, min(chunk, n)
     v = ravel_pytree(spec.smallest_eigenvectors[0])[0]
-    image = _products(loss_fn, params, data, v[None], chunk)[0]
-    rq = float(jnp.vdot(v, image) / jnp.vdot(v, v))
+    rq, image = _rayleigh(loss_fn, params, data, v, chunk)
     spent, cost = sub.num_matvecs + 1, sub.full_matvecs + 1.0
     if rq < -res and nbeta * abs(rq) >= localization:  # unconfined, proven on all the data
         spec, cert, extra = _refined(loss_fn, params, data, spec, res, image, chunk)
@@ -273,8 +272,7 @@ def _certificate(loss_fn, params, data, spec, chunk, res) -> Certificate | None:
     """The smallest Ritz pair as a certificate, if its Rayleigh quotient is below -res."""
     if spec.min_eigenvalue >= -res:
         return None
-    v = ravel_pytree(spec.smallest_eigenvectors[0])[0]
-    rq = float(_rayleigh(loss_fn, params, data, v, chunk))
+    rq, _ = _rayleigh(loss_fn, params, data, ravel_pytree(spec.smallest_eigenvectors[0])[0], chunk)
     if not rq < -res:
         return None
     return Certificate(

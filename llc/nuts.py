@@ -16,6 +16,7 @@ import blackjax
 import jax
 import jax.numpy as jnp
 
+from llc import sgld
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
 from llc.loop import RunOutput
 
@@ -60,10 +61,11 @@ def run_nuts(
         def body(state, key):
             state, info = step(key, state)
             dw = jax.tree.map(jnp.subtract, state.position, anchor)
-            dist = jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(dw)))
-            delta = (loss_fn(state.position, data) - init_loss_hi) - init_loss_lo
-            dots = jax.tree.map(jnp.vdot, dw, state.logdensity_grad)  # grad U = -grad log p
-            return state, (delta, dist, info.acceptance_rate, -sum(jax.tree.leaves(dots)))
+            loss = loss_fn(state.position, data)
+            grad_u = jax.tree.map(jnp.negative, state.logdensity_grad)  # grad U = -grad log p
+            at = sgld.step_info(loss, dw, grad_u)
+            delta = (loss - init_loss_hi) - init_loss_lo
+            return state, (delta, at.distance, info.acceptance_rate, at.virial)
 
         keys = jax.random.split(sample_key, num_draws)
         _, (delta, dist, acc, vir) = jax.lax.scan(body, state, keys)

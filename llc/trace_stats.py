@@ -212,7 +212,7 @@ def virial_ratio(virial: np.ndarray, dimension: int):
     per_chain = np.asarray(virial, np.float64).mean(axis=1) / max(dimension, 1)
     chains = per_chain.size
     mean = float(per_chain.mean()) if chains else math.nan
-    stderr = float(per_chain.std(ddof=1) / math.sqrt(chains)) if chains > 1 else math.nan
+    stderr = standard_error(float(per_chain.std(ddof=1)), chains) if chains > 1 else math.nan
     return per_chain, mean, stderr
 
 
