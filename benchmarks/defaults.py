@@ -35,7 +35,8 @@ of wall time. Summaries per setting: median and worst |error|, the unflagged-err
 issue 29 (every case within 8%, median <= 3%, cost <= 2x (c)) is met.
 
 Usage: ``python benchmarks/defaults.py`` (``--skip-auto-burnin-above D``: no setting (b)
-for targets with more than D parameters; ``--only NAME ...``: a subset).
+for targets with more than D parameters; ``--only NAME ...``: a subset; ``--chains C``: C
+chains in every setting instead of 4, with ``--out`` for another folder).
 ``--quick``: two small targets, 200 draws. Outputs: a table and
 ``results/defaults/defaults.json`` (rewritten after every target).
 """
@@ -188,9 +189,8 @@ def run(target: dict, settings: dict) -> dict:
             target["params"],
             target["data"],
             batch_size=BATCH,
-            num_chains=CHAINS,
             progress_bar=False,
-            **settings,
+            **{"num_chains": CHAINS, **settings},
         )
     wall = time.perf_counter() - start
     ref = target["reference"]
@@ -273,16 +273,19 @@ def main() -> None:
         help="run no setting (b) on targets with more than D parameters",
     )
     parser.add_argument("--only", nargs="+", default=None, help="run only these targets")
+    parser.add_argument(
+        "--chains", type=int, default=CHAINS, help=f"chains in every setting (default {CHAINS})"
+    )
     args, out = parse_args(
         parser, "defaults", quick=f"{', '.join(QUICK_TARGETS)}; {QUICK_DRAWS} draws"
     )
     draws = QUICK_DRAWS if args.quick else DRAWS
     names = QUICK_TARGETS if args.quick else args.only
     suite = [(i, *t) for i, t in enumerate(TARGETS) if names is None or t[0] in names]
-    default = {"step_size": "auto", "num_draws": draws}
+    default = {"step_size": "auto", "num_draws": draws, "num_chains": args.chains}
     payload = {
         "settings": {
-            "a": {**default, "batch_size": BATCH, "num_chains": CHAINS},
+            "a": {**default, "batch_size": BATCH},
             "b": {**default, "num_burnin_steps": "auto"},
             "c": {
                 "step_size": "the step (a) ended with",
@@ -312,6 +315,7 @@ def main() -> None:
             "step_size": runs["a"]["step_size"],
             "num_burnin_steps": (FL_FACTOR - 1) * draws,
             "num_draws": draws,
+            "num_chains": args.chains,
         }
         runs["c"] = run(target, fixed)
         row = {

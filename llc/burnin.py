@@ -8,20 +8,63 @@ chains are those of one uninterrupted run), and judge the chains between segment
   window until the chains stop rising (:func:`passes`, then :func:`confirmed`).
 - :func:`follow` (``step_size="auto"``, :class:`llc.plan.FollowBurnin`): the step size
   shrinks to the step-size bias cap where the chains are, until they are :func:`steady`.
+
+With ``step_size="auto"`` either one starts where :func:`spread` left the chains: spread
+along the flat directions at a larger, stable step (:class:`llc.plan.Spread`).
 """
+
+import math
+from typing import NamedTuple
 
 import jax
 import numpy as np
 
 from llc import loop, mesh, samplers
 from llc import trace_stats as stats
-from llc.plan import Plan
+from llc.calibration import MAX_STIFFNESS
+from llc.plan import Plan, Spread
 from llc.step_bias import chain_bias
 
-__all__ = ["auto", "confirmed", "follow", "follow_limits", "passes", "run_chunk", "steady"]
+__all__ = [
+    "Start",
+    "auto",
+    "confirmed",
+    "follow",
+    "follow_limits",
+    "passes",
+    "run_chunk",
+    "spread",
+    "spread_plan",
+    "spread_steps",
+    "steady",
+]
 
 FOLLOW_SEGMENTS = 4  # step_size="auto": burn-in segments after which the step is re-judged
 FOLLOW_MAX_EXTRA = 4  # ... and at most this many more segments until the chains are steady
+SPREAD_RELAXATIONS = 3.0  # the spread runs this many localizer times 1 / (step * gamma)
+SPREAD_TRIES = 3  # a spread that loses a chain is rerun from w* at half the step, so often
+SPREAD_SETTLE = 500  # then steps at the calibrated step: the stiff directions settle back
+SPREAD_MAX_FACTOR = 16.0  # the spread's step: at most this many times the calibrated one
+SPREAD_MAX_WINDOWS = 8  # ... for at most this many spans of the draws
+
+
+class Start(NamedTuple):
+    """Where the burn-in proper starts: after :func:`spread` (or at w*, ``steps=0``).
+
+    Attributes:
+        resume: the carry to resume from, or None (from w*).
+        steps: the steps run so far (the global step number of the next one).
+        trace: the spread's host trace of ``L_B - L*``, ``(chains, steps)``.
+        hyper: the hyperparameters to go on with (the step re-judged where the spread
+            left the chains).
+        step_size: the step the spread ran at (0: no spread).
+    """
+
+    resume: tuple | None
+    steps: int
+    trace: np.ndarray | None
+    hyper: object
+    step_size: float = 0.0
 
 
 def run_chunk(plan: Plan, hyper, resume, config) -> loop.RunOutput:
@@ -41,7 +84,7 @@ def run_chunk(plan: Plan, hyper, resume, config) -> loop.RunOutput:
     )
 
 
-def auto(plan: Plan, hyper, config):
+def auto(plan: Plan, hyper, config, start: Start | None = None):
     """``num_burnin_steps="auto"``: burn in window by window until the chains stop rising.
 
     Each window (``config.num_burnin_steps`` steps, the span of the draws) is one
@@ -55,17 +98,22 @@ def auto(plan: Plan, hyper, config):
     (:func:`confirmed`); the burn-in is then ``T + W``. A window that fails sends the
     doubling on to ``2T``. The cap (``plan.burnin.cap``) stops it in any case.
 
+    With ``start`` (from :func:`spread`) the windows go on from where the spread left
+    the chains, at ``start.hyper``; ``T`` counts the steps after the spread.
+
     Returns:
         ``(config, resume, burnin_delta)`` for :func:`llc.execute.execute_chunks`: the config with
-        the burn-in actually run, the carry to resume from, and the host burn-in trace.
+        the burn-in actually run (the spread's steps included), the carry to resume from, and
+        the host burn-in trace.
     """
+    start = start or Start(None, 0, None, hyper)
     window, cap = plan.burnin.window, plan.burnin.cap
-    total = cap + config.num_draws * config.num_steps_bw_draws
+    total = start.steps + cap + config.num_draws * config.num_steps_bw_draws
     chunk = config._replace(num_draws=0, chunked=True, progress_total=total)
-    resume, parts, steps, check_at, passed = None, [], 0, 2 * window, None
+    resume, parts, steps, check_at, passed = start.resume, [], 0, 2 * window, None
     while steps < cap:
         size = min(window, cap - steps)
-        resume, part, alive = segment(plan, hyper, resume, chunk, steps, size)
+        resume, part, alive = segment(plan, start.hyper, resume, chunk, start.steps + steps, size)
         steps += size
         parts.append(part)
         if not alive.any():
@@ -80,8 +128,8 @@ def auto(plan: Plan, hyper, config):
                 break
             passed = steps if verdict else None
             check_at *= 2
-    burnin = np.concatenate(parts, axis=1) if parts else np.zeros((config.num_chains, 0))
-    return config._replace(num_burnin_steps=steps), resume, burnin
+    burnin = _with_spread(start, parts, config.num_chains)
+    return config._replace(num_burnin_steps=start.steps + steps), resume, burnin
 
 
 def segment(plan: Plan, hyper, resume, chunk, done: int, size: int):
@@ -102,7 +150,7 @@ def follow_limits(num_burnin_steps: int) -> tuple[int, int]:
     return size, num_burnin_steps + FOLLOW_MAX_EXTRA * size
 
 
-def follow(plan: Plan, hyper, config):
+def follow(plan: Plan, hyper, config, start: Start | None = None):
     """Burn in with a step size that follows the chains (``step_size="auto"``).
 
     The calibration judges its step where a short run's chains end; a long run can carry
@@ -124,41 +172,149 @@ def follow(plan: Plan, hyper, config):
     sampler (``"rmsprop_sgld"`` with ``adapt_steps`` set to the burn-in) lifts them while
     its preconditioner adapts, and they relax after it freezes.
 
+    With ``start`` (from :func:`spread`) the segments go on from where the spread left
+    the chains, at ``start.hyper``.
+
     Returns:
         ``(hyper, step_sizes, config, resume, burnin_delta)``: the final hyperparameters,
         the step size of every segment, and :func:`llc.execute.execute_chunks`'s arguments (the
-        config with the burn-in actually run).
+        config with the burn-in actually run, the spread's steps included).
     """
+    start = start or Start(None, 0, None, hyper)
     total = config.num_burnin_steps
     size, limit = follow_limits(total)
     chunk = config._replace(
-        num_draws=0, chunked=True, progress_total=config.total_steps - total + limit
+        num_draws=0, chunked=True, progress_total=config.total_steps - total + limit + start.steps
     )
-    sampler = samplers.SAMPLERS[plan.sampler]
-    resume, parts, steps, history = None, [], 0, []
+    hyper, resume, parts, steps, history = start.hyper, start.resume, [], 0, []
     while steps < limit:
         this = min(size, total - steps) if steps < total else size
         history.append(float(hyper.step_size))
-        resume, part, alive = segment(plan, hyper, resume, chunk, steps, this)
+        resume, part, alive = segment(plan, hyper, resume, chunk, start.steps + steps, this)
         steps += this
         parts.append(part)
         if not alive.any():
             break  # every chain diverged: the draws will say so
         if steps >= total and steps + size > limit:
             break  # no room left to run a shrunk step, or to wait for the chains
-        states = resume[0]
-        scale = jax.vmap(lambda s, h=hyper: loop.step_scale(sampler, s, h, plan.params, plan.mask))(
-            states
-        )
-        level = abs(float(np.mean(plan.nbeta * part[alive, this // 2 :].astype(np.float64))))
-        absolute = chain_bias(plan, states.position, scale, alive)
-        bias = float(np.nanmean(absolute)) / max(level, 1e-12) if np.isfinite(absolute).any() else 0
+        bias = bias_ratio(plan, hyper, resume[0], part, alive)
         if bias > plan.burnin.max_bias:
             hyper = hyper._replace(step_size=hyper.step_size * (plan.burnin.max_bias / bias))
         elif steps >= total and steady(parts, alive, plan.nbeta):
             break
-    burnin = np.concatenate(parts, axis=1)
-    return hyper, tuple(history), config._replace(num_burnin_steps=steps), resume, burnin
+    burnin = _with_spread(start, parts, config.num_chains)
+    config = config._replace(num_burnin_steps=start.steps + steps)
+    return hyper, tuple(history), config, resume, burnin
+
+
+def bias_ratio(plan: Plan, hyper, states, part: np.ndarray, alive: np.ndarray) -> float:
+    """The rule's predicted step-size bias at the chains' ``states``, relative to the level.
+
+    :func:`llc.step_bias.chain_bias` with each chain's own per-coordinate steps at
+    ``hyper``, its mean over the chains ``alive`` divided by their mean ``nbeta (L - L*)``
+    over the second half of ``part`` (the last segment's host trace). 0 where nothing is
+    finite.
+    """
+    sampler = samplers.SAMPLERS[plan.sampler]
+    scale = jax.vmap(lambda s: loop.step_scale(sampler, s, hyper, plan.params, plan.mask))(states)
+    half = part.shape[1] // 2
+    level = abs(float(np.mean(plan.nbeta * part[alive, half:].astype(np.float64))))
+    absolute = chain_bias(plan, states.position, scale, alive)
+    return float(np.nanmean(absolute)) / max(level, 1e-12) if np.isfinite(absolute).any() else 0.0
+
+
+def spread_plan(calibration, sampler: str, window: int) -> Spread | None:
+    """The spread ``step_size="auto"`` runs before the burn-in (None: no spread).
+
+    Its step is the largest of ``calibration``'s grid, at the localization it chose, up to
+    which every step above the chosen one had chains that all stayed finite and below
+    the blow-up bound, escaped to no lower loss, gave a finite estimate and kept the
+    stiffness ``max_i s_i (nbeta H_ii + gamma)`` within the rule's bound; at most
+    ``SPREAD_MAX_FACTOR`` times the chosen step, and at least twice it (else no spread).
+    It runs at most ``SPREAD_MAX_WINDOWS`` spans of the draws.
+    SGLD only: RMSProp-SGLD's preconditioner already takes large steps along flat
+    directions, and the momentum samplers' steps are not the grid's.
+    """
+    if sampler != "sgld":
+        return None
+    chosen = calibration.recommended
+    g = int(np.argmin(np.abs(calibration.localizations - chosen["localization"])))
+    steps = np.asarray(calibration.step_sizes, np.float64)
+    stable = (
+        (np.asarray(calibration.num_diverged[g]) == 0)
+        & (np.asarray(calibration.escape_share[g]) == 0)
+        & np.isfinite(np.asarray(calibration.llc_mean[g], np.float64))
+        & (np.asarray(calibration.stiffness[g], np.float64) <= MAX_STIFFNESS)
+        & (steps <= SPREAD_MAX_FACTOR * chosen["step_size"] * (1 + 1e-9))
+    )
+    top = int(np.argmin(np.abs(steps - chosen["step_size"])))
+    while top + 1 < steps.size and stable[top + 1]:  # every step up to it stable too
+        top += 1
+    if steps[top] < 2 * chosen["step_size"]:
+        return None
+    return Spread(float(steps[top]), SPREAD_MAX_WINDOWS * window, calibration.max_bias)
+
+
+def spread_steps(step_size: float, localization: float, cap: int) -> int:
+    """The spread's length: ``SPREAD_RELAXATIONS`` times ``1 / (step * gamma)``, at most ``cap``."""
+    if localization <= 0:
+        return cap
+    return int(min(cap, math.ceil(SPREAD_RELAXATIONS / (step_size * localization))))
+
+
+def spread(plan: Plan, hyper, config) -> Start:
+    """Spread the chains from w* at ``plan.spread.step_size`` before the burn-in proper.
+
+    From w* the chains must first spread along the flat directions of the loss, where
+    only the localizer pulls: the spread of such a direction relaxes as
+    ``exp(-step * gamma * t)``, tens of thousands of steps at a step chosen for a small
+    bias (on deep linear networks the estimate of a 20,000-step run was still 10% low,
+    see the defaults page of the docs). At a step ``F`` times larger it takes ``F`` times
+    fewer: :func:`spread_steps` steps, ``SPREAD_RELAXATIONS`` relaxation times (95% of
+    the spread), at most ``plan.spread.cap``. The larger step also inflates the stiff
+    directions; ``SPREAD_SETTLE`` steps at the calibrated step let them settle back (a
+    direction of stiffness ``s k`` per step keeps an excess ``(F - 1) s k / 8`` of
+    ``nbeta (L - L*)`` and loses it at the rate ``2 s k``: after ``t`` steps at most
+    ``(F - 1) / (16 e t)`` per coordinate, 7e-4 at ``F = 16``, ``t = 500``). The step is
+    then re-judged where the chains
+    are (:func:`bias_ratio`, over those steps) and shrunk to ``plan.spread.max_bias`` if
+    it exceeds it.
+
+    A spread that loses a chain (a non-finite loss or a blow-up) is run again from w* at
+    half the step, at most ``SPREAD_TRIES`` times and never below twice the calibrated
+    step; after that the burn-in starts from w* as it would without a spread.
+
+    Returns:
+        a :class:`Start`: the carry after the spread, its steps, its host trace and the
+        hyperparameters to go on with.
+    """
+    base = float(hyper.step_size)
+    step = plan.spread.step_size
+    chunk = config._replace(
+        num_draws=0, chunked=True, progress_total=config.total_steps + plan.spread.cap
+    )
+    for _ in range(SPREAD_TRIES):
+        if step < 2 * base:
+            break
+        steps = spread_steps(step, plan.localization, plan.spread.cap)
+        hot = hyper._replace(step_size=hyper.step_size * (step / base))
+        resume, trace, alive = segment(plan, hot, None, chunk, 0, steps)
+        if alive.all():
+            resume, settle, alive = segment(plan, hyper, resume, chunk, steps, SPREAD_SETTLE)
+            trace = np.concatenate([trace, settle], axis=1)
+        if alive.all():
+            bias = bias_ratio(plan, hyper, resume[0], settle, alive)
+            if bias > plan.spread.max_bias:
+                hyper = hyper._replace(step_size=hyper.step_size * (plan.spread.max_bias / bias))
+            return Start(resume, steps + SPREAD_SETTLE, trace, hyper, step)
+        step /= 2
+    return Start(None, 0, None, hyper)
+
+
+def _with_spread(start: Start, parts: list, num_chains: int) -> np.ndarray:
+    """The whole burn-in's host trace: the spread's, then the burn-in's ``parts``."""
+    pieces = ([] if start.trace is None else [start.trace]) + parts
+    return np.concatenate(pieces, axis=1) if pieces else np.zeros((num_chains, 0))
 
 
 def steady(parts, alive, nbeta) -> bool:

@@ -67,7 +67,7 @@ __all__ = ["calibrate", "calibrate_plan", "default_step_sizes"]
 
 _GRID_FACTORS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 _RMSPROP_POINTS = 12
-_MAX_STIFFNESS = 2.0
+MAX_STIFFNESS = 2.0
 _MAX_WIDENINGS = 3
 _DEFAULTS = {"num_draws": 200, "num_burnin_steps": 200}
 
@@ -342,8 +342,8 @@ def _evaluate_grid(plan, config, model, gammas, step_sizes, thresholds) -> dict:
     for g in range(shape[0]):
         for s in range(shape[1]):
             why = _unhealthy(results[g][s])
-            if not why and not stiffness[g, s] <= _MAX_STIFFNESS:  # NaN is not healthy
-                why = f"stiffness {stiffness[g, s]:.3g} > {_MAX_STIFFNESS:g}"
+            if not why and not stiffness[g, s] <= MAX_STIFFNESS:  # NaN is not healthy
+                why = f"stiffness {stiffness[g, s]:.3g} > {MAX_STIFFNESS:g}"
             if not why and not bias[g, s] <= max_bias:
                 why = f"predicted bias {bias[g, s]:.1%} > {max_bias:.1%}"
             accept = grid["acceptance"][g, s]
@@ -383,7 +383,7 @@ def _unhealthy(result) -> str:
 def _recommend(step_sizes, gammas, healthy, grid, max_bias, min_acceptance):
     base = (
         "healthy = no divergence, lower-loss escape, negative or above-d/2 estimate in its "
-        f"runs; stiffness max_i s_i (nbeta H_ii + gamma) <= {_MAX_STIFFNESS:g}; predicted "
+        f"runs; stiffness max_i s_i (nbeta H_ii + gamma) <= {MAX_STIFFNESS:g}; predicted "
         f"step-size bias <= {max_bias:.1%} of the estimate; MALA acceptance >= "
         f"{min_acceptance:g} (Langevin samplers). Then the smallest localization "
         "with a healthy setting and, at it, the largest healthy step size."

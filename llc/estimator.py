@@ -7,10 +7,11 @@ asked (:mod:`llc.calibration`), runs the chains (:mod:`llc.execute`, :mod:`llc.b
 and reports them (:mod:`llc.report`).
 """
 
+import math
 import time
 
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
-from llc.burnin import FOLLOW_SEGMENTS
+from llc.burnin import FOLLOW_SEGMENTS, SPREAD_MAX_FACTOR, SPREAD_SETTLE, spread_plan
 from llc.calibration import calibrate_plan
 from llc.execute import execute
 from llc.plan import FixedBurnin, FollowBurnin, make_plan
@@ -55,6 +56,11 @@ def estimate_llc(
             :func:`llc.calibrate` first (a short vectorised grid of step sizes around
             the curvature scale ``1 / (nbeta * mu_max + localization)``) and uses the
             step size it recommends; the calibration is kept in ``result.calibration``.
+            With SGLD the chains then first spread along the flat directions at a
+            larger step (the largest stable one of the grid, at most 16 times the
+            chosen one) for three localizer relaxation times ``3 / (step *
+            localization)``, at most 8 spans of the draws, and 500 steps at the chosen
+            step (:func:`llc.burnin.spread`); the step is re-judged where they are.
             With a fixed ``num_burnin_steps`` the burn-in then follows the chains: it
             runs in four segments, and after each the rule's predicted bias is
             re-evaluated where the chains are and the step shrunk to the rule's cap if
@@ -202,22 +208,40 @@ def estimate_llc(
         plan = plan._replace(step_size=calibration.recommended["step_size"])
         if isinstance(plan.burnin, FixedBurnin):  # the burn-in follows the chains
             plan = plan._replace(burnin=FollowBurnin(plan.burnin.steps, max_bias))
+        window = plan.config.num_draws * plan.config.num_steps_bw_draws
+        plan = plan._replace(spread=spread_plan(calibration, plan.sampler, window))
     out = execute(plan)
     if not isinstance(plan.burnin, FixedBurnin):  # the burn-in that was run
         config = plan.config._replace(num_burnin_steps=out.burnin_delta.shape[1])
         plan = plan._replace(config=config)
-    if len(set(out.step_sizes)) > 1:  # the burn-in shrank the step where the chains went
-        plan = plan._replace(step_size=float(out.step_sizes[-1]))
-    if len(set(out.step_sizes)) > 1 or len(out.step_sizes) > FOLLOW_SEGMENTS:
-        calibration = calibration._replace(
-            rule=calibration.rule
-            + " The burn-in then followed the chains: step sizes "
-            + ", ".join(f"{e:.3g}" for e in out.step_sizes)
-            + f" in its {len(out.step_sizes)} segments (each shrunk to a predicted bias of "
-            f"{max_bias:.1%} where the chains were; {plan.config.num_burnin_steps} steps)."
-        )
+    if out.step_sizes and not math.isclose(out.step_sizes[-1], plan.step_size, rel_tol=1e-6):
+        plan = plan._replace(step_size=float(out.step_sizes[-1]))  # shrunk where the chains went
+    if calibration is not None:
+        calibration = calibration._replace(rule=calibration.rule + _burnin_story(out, max_bias))
     step_bias = end_step_bias(plan, out)  # None for NUTS, which records no steps
     return assemble(plan, out, t0, calibration=calibration, step_bias=step_bias, max_bias=max_bias)
+
+
+def _burnin_story(out, max_bias: float) -> str:
+    """What the burn-in of ``step_size="auto"`` did to the step, for the calibration's rule."""
+    story = ""
+    if out.spread:
+        step, steps = out.spread
+        story += (
+            f" The chains first spread for {steps} steps (the last {SPREAD_SETTLE} at the "
+            f"chosen step) at {step:.3g}, the largest stable step of the grid up to "
+            f"{SPREAD_MAX_FACTOR:g} times the chosen one."
+        )
+    if len(set(out.step_sizes)) > 1 or len(out.step_sizes) > FOLLOW_SEGMENTS:
+        story += (
+            " The burn-in then followed the chains: step sizes "
+            + ", ".join(f"{e:.3g}" for e in out.step_sizes)
+            + f" in its {len(out.step_sizes)} segments (each shrunk to a predicted bias of "
+            f"{max_bias:.1%} where the chains were)."
+        )
+    elif out.spread and out.step_sizes:
+        story += f" The burn-in then ran at {out.step_sizes[-1]:.3g}."
+    return story
 
 
 estimate_llc.__signature__ = signature(estimate_llc)

@@ -26,6 +26,8 @@ def execute(plan: Plan) -> loop.RunOutput:
             total += max(0, plan.burnin.cap - config.num_burnin_steps)
         if isinstance(plan.burnin, FollowBurnin):  # the follow may extend it
             total += burnin.follow_limits(config.num_burnin_steps)[1] - config.num_burnin_steps
+        if plan.spread is not None:
+            total += plan.spread.cap + burnin.SPREAD_SETTLE
         config = config._replace(progress_rate=_progress.rate(total))
         run_id = _progress.open_bar(total, plan.sampler.upper())
     dtype = jax.numpy.result_type(*jax.tree.leaves(plan.params))
@@ -56,12 +58,19 @@ def execute(plan: Plan) -> loop.RunOutput:
                 run_id,
                 plan.options,
             )
+            adaptive = isinstance(plan.burnin, AutoBurnin) or (
+                isinstance(plan.burnin, FollowBurnin) and plan.burnin.steps >= FOLLOW_SEGMENTS
+            )
+            if not adaptive:
+                return execute_chunks(plan, hyper, config)
+            start = burnin.spread(plan, hyper, config) if plan.spread is not None else None
+            ran = () if start is None or not start.steps else (start.step_size, start.steps)
             if isinstance(plan.burnin, AutoBurnin):
-                return execute_chunks(plan, hyper, *burnin.auto(plan, hyper, config))
-            if isinstance(plan.burnin, FollowBurnin) and plan.burnin.steps >= FOLLOW_SEGMENTS:
-                hyper, history, *done = burnin.follow(plan, hyper, config)
-                return execute_chunks(plan, hyper, *done)._replace(step_sizes=history)
-            return execute_chunks(plan, hyper, config)
+                hyper = hyper if start is None else start.hyper
+                out = execute_chunks(plan, hyper, *burnin.auto(plan, hyper, config, start))
+                return out._replace(step_sizes=(float(hyper.step_size),), spread=ran)
+            hyper, history, *done = burnin.follow(plan, hyper, config, start)
+            return execute_chunks(plan, hyper, *done)._replace(step_sizes=history, spread=ran)
         return mesh.to_host(out)
     finally:
         if run_id:

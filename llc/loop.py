@@ -84,6 +84,7 @@ class RunOutput(NamedTuple):
     final_position: ArrayTree = ()  # each chain's last position (with record_scale), or ()
     final_carry: tuple = ()  # (states, first_nonfinite_step) when config.chunked, or ()
     step_sizes: tuple = ()  # the step sizes the burn-in ran at, when it followed the chains
+    spread: tuple = ()  # (step size, steps) of the spread before the burn-in, or ()
     observed: dict = {}  # name -> (chains, draws[, m, ...]): observable minus its value at w*
     virial: Array = ()  # (chains, draws): (w_t - w*) . grad U(w_t), the drift's own gradient
 

@@ -8,7 +8,8 @@ needs to report them. Every check runs eagerly, before anything is compiled.
 The burn-in is one of three explicit variants: :class:`FixedBurnin` (a number of steps),
 :class:`AutoBurnin` (``num_burnin_steps="auto"``: window by window until the chains stop
 rising) and :class:`FollowBurnin` (``step_size="auto"`` with a fixed burn-in: the step
-size follows the chains).
+size follows the chains). With ``step_size="auto"`` a :class:`Spread` phase may come
+first: the chains spread at a larger, stable step before the burn-in proper.
 """
 
 import math
@@ -25,7 +26,7 @@ from llc import mesh as llc_mesh
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
 from llc.settings import AUTO_BURNIN_WINDOWS, Settings, default_nbeta
 
-__all__ = ["AutoBurnin", "FixedBurnin", "FollowBurnin", "Plan", "make_plan"]
+__all__ = ["AutoBurnin", "FixedBurnin", "FollowBurnin", "Plan", "Spread", "make_plan"]
 
 DEFAULT_EVAL_ROWS = 8192
 DEFAULT_ACCEPTANCE_CHECKS = 50
@@ -56,6 +57,22 @@ class FollowBurnin(NamedTuple):
     max_bias: float
 
 
+class Spread(NamedTuple):
+    """``step_size="auto"``: the chains first spread at ``step_size``, larger than the draws'.
+
+    From w* the chains must spread along the flat directions, where only the localizer
+    pulls them: that takes about ``1 / (step * localization)`` steps (see
+    :func:`llc.burnin.spread`). ``step_size`` is the largest step of the calibration grid
+    whose chains stayed stable, at most ``SPREAD_MAX_FACTOR`` times the calibrated one;
+    the phase runs at most ``cap`` steps. After it the step is re-judged where the chains
+    are, and shrunk to a predicted step-size bias of ``max_bias`` if it exceeds it.
+    """
+
+    step_size: float
+    cap: int
+    max_bias: float
+
+
 class Plan(NamedTuple):
     """A validated call: everything needed to run and report it."""
 
@@ -82,6 +99,7 @@ class Plan(NamedTuple):
     observe: tuple | None = None  # (means, samples): name -> data set, for loop.run_chains
     observed_init: dict | None = None  # name -> the observable at w* (host, float64)
     per_sample_path: str | None = None  # stream per-sample observables to files here
+    spread: Spread | None = None  # step_size="auto": spread at a larger step first
 
     @property
     def capabilities(self) -> samplers.Capabilities:

@@ -151,6 +151,7 @@ def assemble(
         observables=_observables(plan, out, nbeta, diverged),
         mesh_shape=plan.mesh_shape,
         virial_ratio=_virial_per_chain(plan, out, diverged),
+        spread_steps=int(out.spread[1]) if out.spread else 0,
     )
 
 
@@ -213,8 +214,10 @@ def _judge(plan: Plan, out: RunOutput, v: _Run) -> list:
     """Every flag's evidence, in the order the flags are reported."""
     config, diverged, delta, nbeta = plan.config, v.diverged, v.delta, v.nbeta
     num_draws = delta.shape[1]
+    after_spread = out.spread[1] if out.spread else 0  # the spread ran at another step
     rise, where = stats.draws_rise(
-        out.burnin_delta[~diverged].astype(np.float64) * nbeta, delta[~diverged] * nbeta
+        out.burnin_delta[~diverged, after_spread:].astype(np.float64) * nbeta,
+        delta[~diverged] * nbeta,
     )
     checked = out.full_delta.size and config.full_loss_every_draws
     found = [

@@ -126,6 +126,8 @@ class LLCResult(NamedTuple):
             the chains have not spread out to the posterior, above 1 they run hot.
             Flagged ``not_equilibrated`` when the mean is off 1 by more than 10% and 3
             standard errors. None where no trace was recorded.
+        spread_steps: the first steps of the burn-in that spread the chains at a larger
+            step (``step_size="auto"`` with SGLD, :func:`llc.burnin.spread`); 0 if none.
     """
 
     llc_mean: float
@@ -171,6 +173,7 @@ class LLCResult(NamedTuple):
     observables: dict | None = None
     mesh_shape: dict | None = None
     virial_ratio: np.ndarray | None = None
+    spread_steps: int = 0
 
     @property
     def llc_stderr(self) -> float:

@@ -1,12 +1,15 @@
 """Calibration: the grid runs as one program, the bias model is right, the rule is stated."""
 
+from types import SimpleNamespace
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import llc
-from llc import step_bias
+from llc import burnin, step_bias
+from llc.plan import Spread
 from tests._utils import dummy_data, quadratic_target
 
 N = 10_000
@@ -93,10 +96,10 @@ def test_auto_step_size_on_a_model_it_was_not_designed_on():
     )
     cal = r.calibration
     assert r.step_size == cal.recommended["step_size"]
-    # the burn-in reported is the one run: the planned 2000 steps, or up to 2000 more
-    # while the follow waits for the chains to be steady
+    # the burn-in reported is the one run: the spread, then the planned 2000 steps, or up
+    # to 2000 more while the follow waits for the chains to be steady
     assert r.burnin_loss_trace.shape[1] == r.num_burnin_steps
-    assert 2000 <= r.num_burnin_steps <= 4000
+    assert 2000 <= r.num_burnin_steps - r.spread_steps <= 4000
     hessian = np.asarray(x.T @ x / 5000, np.float64)
     target = quadratic_target(np.linalg.eigvalsh(hessian), r.nbeta, 1.0)
     s = list(cal.step_sizes).index(r.step_size)
@@ -167,3 +170,63 @@ def test_auto_step_size_on_a_normal_crossing_at_its_finite_n_target():
     assert "moved down" in r.calibration.rule and not r.flags
     target = 0.3912
     assert abs(r.llc_mean - target) <= 4 * r.llc_stderr + 0.025 * target, r.llc_mean
+
+
+def test_auto_step_size_spreads_the_chains_along_flat_directions():
+    # L = |v|^2 / 2 with 4 stiff coordinates v and 8 exactly flat ones u: the localized
+    # posterior is Gaussian, so E |w - w*|^2 = 4 / (nbeta + gamma) + 8 / gamma exactly
+    # (8.004 at gamma = 1). From w* a flat coordinate's variance grows as
+    # (1 - exp(-eps gamma t)) / gamma: at the step the calibration picks (about 1e-4) the
+    # 3,000 steps of the burn-in and the draws reach |u|^2 ~ 2. The spread runs 3 such
+    # relaxation times at a larger stable step first, so the draws fall short of the
+    # exact spread by at most exp(-3) of it (5%), give or take 4 standard errors of the
+    # chains' means.
+    def loss_fn(w, batch):
+        return 0.5 * jnp.sum(w["v"] ** 2)
+
+    r = llc.estimate_llc(
+        jax.random.key(0),
+        loss_fn,
+        {"u": jnp.zeros(8), "v": jnp.zeros(4)},
+        dummy_data(N),
+        step_size="auto",
+        num_chains=16,
+        num_draws=2000,
+    )
+    exact = 4 / (NBETA + 1.0) + 8.0
+    per_chain = np.mean(np.asarray(r.distance_trace, np.float64) ** 2, axis=1)
+    stderr = per_chain.std(ddof=1) / np.sqrt(per_chain.size)
+    assert "first spread" in r.calibration.rule
+    assert abs(per_chain.mean() - exact) <= 4 * stderr + 0.05 * exact, (per_chain.mean(), stderr)
+
+
+def test_spread_step_is_the_largest_stable_step_of_the_grid():
+    # The spread's step: the largest grid step at the chosen localization up to which
+    # every step's chains stayed finite, escaped nowhere and kept the stiffness bound (a
+    # stable step above an unstable one does not count); at most 16 times the chosen
+    # step, at least twice it, and only for SGLD.
+    steps = np.array([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0])
+
+    def fake(diverged, stiffness, chosen=1.0):
+        row = np.zeros((1, steps.size))
+        return SimpleNamespace(
+            recommended={"step_size": chosen, "localization": 1.0},
+            localizations=np.array([1.0]),
+            step_sizes=steps,
+            num_diverged=row + np.asarray(diverged),
+            escape_share=row,
+            llc_mean=row + 1.0,
+            stiffness=row + np.asarray(stiffness),
+            max_bias=0.025,
+        )
+
+    ok = fake(0, 0.1)
+    assert burnin.spread_plan(ok, "sgld", 1000) == Spread(16.0, 8000, 0.025)
+    assert burnin.spread_plan(ok, "rmsprop_sgld", 1000) is None
+    assert burnin.spread_plan(fake([0, 0, 0, 1, 0, 0, 0], 0.1), "sgld", 1000).step_size == 4.0
+    assert (
+        burnin.spread_plan(fake(0, [0.1, 0.2, 3.0, 3.0, 3.0, 3.0, 3.0]), "sgld", 10).step_size
+        == 2.0
+    )
+    assert burnin.spread_plan(fake(0, [0.1, 3.0, 0.1, 0.1, 0.1, 0.1, 0.1]), "sgld", 10) is None
+    assert burnin.spread_plan(fake(0, 0.1, chosen=64.0), "sgld", 10) is None
