@@ -9,11 +9,10 @@ chains are those of one uninterrupted run), and judge the chains between segment
 - :func:`follow` (``step_size="auto"``, :class:`llc.plan.FollowBurnin`): the step size
   shrinks to the step-size bias cap where the chains are, until they are :func:`steady`.
 
-With ``step_size="auto"`` either one starts where :func:`spread` left the chains: spread
-along the flat directions at a larger, stable step (:class:`llc.plan.Spread`).
+With ``step_size="auto"`` either one starts where :func:`llc.spread.spread` left the
+chains (a :class:`Start`): spread along the flat directions at a larger, stable step.
 """
 
-import math
 from typing import NamedTuple
 
 import jax
@@ -21,35 +20,31 @@ import numpy as np
 
 from llc import loop, mesh, samplers
 from llc import trace_stats as stats
-from llc.calibration import MAX_STIFFNESS
-from llc.plan import Plan, Spread
+from llc.plan import AutoBurnin, FollowBurnin, Plan
 from llc.step_bias import chain_bias
 
 __all__ = [
     "Start",
     "auto",
+    "burnin_chunk",
     "confirmed",
     "follow",
     "follow_limits",
     "passes",
+    "planned_steps",
     "run_chunk",
-    "spread",
-    "spread_plan",
-    "spread_steps",
+    "shrunk",
     "steady",
+    "unit_steps",
 ]
 
 FOLLOW_SEGMENTS = 4  # step_size="auto": burn-in segments after which the step is re-judged
 FOLLOW_MAX_EXTRA = 4  # ... and at most this many more segments until the chains are steady
-SPREAD_RELAXATIONS = 3.0  # the spread runs this many localizer times 1 / (step * gamma)
-SPREAD_TRIES = 3  # a spread that loses a chain is rerun from w* at half the step, so often
-SPREAD_SETTLE = 500  # then steps at the calibrated step: the stiff directions settle back
-SPREAD_MAX_FACTOR = 16.0  # the spread's step: at most this many times the calibrated one
-SPREAD_MAX_WINDOWS = 8  # ... for at most this many spans of the draws
+SHRINK_MARGIN = 0.8  # a step over the bias cap shrinks to this share of it
 
 
 class Start(NamedTuple):
-    """Where the burn-in proper starts: after :func:`spread` (or at w*, ``steps=0``).
+    """Where the burn-in proper starts: after :func:`llc.spread.spread` (or at w*, ``steps=0``).
 
     Attributes:
         resume: the carry to resume from, or None (from w*).
@@ -98,7 +93,7 @@ def auto(plan: Plan, hyper, config, start: Start | None = None):
     (:func:`confirmed`); the burn-in is then ``T + W``. A window that fails sends the
     doubling on to ``2T``. The cap (``plan.burnin.cap``) stops it in any case.
 
-    With ``start`` (from :func:`spread`) the windows go on from where the spread left
+    With ``start`` (from :func:`llc.spread.spread`) the windows go on from where the spread left
     the chains, at ``start.hyper``; ``T`` counts the steps after the spread.
 
     Returns:
@@ -108,8 +103,7 @@ def auto(plan: Plan, hyper, config, start: Start | None = None):
     """
     start = start or Start(None, 0, None, hyper)
     window, cap = plan.burnin.window, plan.burnin.cap
-    total = start.steps + cap + config.num_draws * config.num_steps_bw_draws
-    chunk = config._replace(num_draws=0, chunked=True, progress_total=total)
+    chunk = burnin_chunk(plan, config)
     resume, parts, steps, check_at, passed = start.resume, [], 0, 2 * window, None
     while steps < cap:
         size = min(window, cap - steps)
@@ -130,6 +124,31 @@ def auto(plan: Plan, hyper, config, start: Start | None = None):
             check_at *= 2
     burnin = _with_spread(start, parts, config.num_chains)
     return config._replace(num_burnin_steps=start.steps + steps), resume, burnin
+
+
+def unit_steps(plan: Plan, config) -> int:
+    """The length of the adaptive burn-in's calls: auto's window, or the follow's segment."""
+    if isinstance(plan.burnin, AutoBurnin):
+        return plan.burnin.window
+    return follow_limits(config.num_burnin_steps)[0]
+
+
+def planned_steps(plan: Plan, config) -> int:
+    """The most steps per chain the run may take (the progress bar's total)."""
+    total = config.total_steps
+    if isinstance(plan.burnin, AutoBurnin):
+        total += max(0, plan.burnin.cap - config.num_burnin_steps)
+    if isinstance(plan.burnin, FollowBurnin):
+        total += follow_limits(config.num_burnin_steps)[1] - config.num_burnin_steps
+    if plan.spread is not None:
+        unit = unit_steps(plan, config)
+        total += unit * (-(-plan.spread.cap // unit) - (-plan.spread.settle // unit))
+    return total
+
+
+def burnin_chunk(plan: Plan, config):
+    """The config of every burn-in call: no draws, one progress total (one program)."""
+    return config._replace(num_draws=0, chunked=True, progress_total=planned_steps(plan, config))
 
 
 def segment(plan: Plan, hyper, resume, chunk, done: int, size: int):
@@ -160,8 +179,9 @@ def follow(plan: Plan, hyper, config, start: Start | None = None):
     rule's predicted step-size bias is evaluated at each chain's position with its own
     per-coordinate steps (:func:`llc.step_bias.chain_bias`). Where the chains' mean,
     relative to their mean ``nbeta (L - L*)`` over the segment's second half, exceeds
-    ``plan.burnin.max_bias``, the step shrinks by that ratio (the prediction is first order
-    in the step).
+    ``plan.burnin.max_bias``, the step shrinks to ``SHRINK_MARGIN`` of the cap (the
+    prediction is first order in the step; shrunk to the cap itself, the chains' further
+    wandering put it above the cap at their end points about half the time).
 
     The draws start only where both hold: the step is inside the cap where the chains
     are, and the chains are steady (:func:`steady`: the last segment's mean moved from
@@ -172,7 +192,7 @@ def follow(plan: Plan, hyper, config, start: Start | None = None):
     sampler (``"rmsprop_sgld"`` with ``adapt_steps`` set to the burn-in) lifts them while
     its preconditioner adapts, and they relax after it freezes.
 
-    With ``start`` (from :func:`spread`) the segments go on from where the spread left
+    With ``start`` (from :func:`llc.spread.spread`) the segments go on from where the spread left
     the chains, at ``start.hyper``.
 
     Returns:
@@ -183,9 +203,7 @@ def follow(plan: Plan, hyper, config, start: Start | None = None):
     start = start or Start(None, 0, None, hyper)
     total = config.num_burnin_steps
     size, limit = follow_limits(total)
-    chunk = config._replace(
-        num_draws=0, chunked=True, progress_total=config.total_steps - total + limit + start.steps
-    )
+    chunk = burnin_chunk(plan, config)
     hyper, resume, parts, steps, history = start.hyper, start.resume, [], 0, []
     while steps < limit:
         this = min(size, total - steps) if steps < total else size
@@ -199,12 +217,17 @@ def follow(plan: Plan, hyper, config, start: Start | None = None):
             break  # no room left to run a shrunk step, or to wait for the chains
         bias = bias_ratio(plan, hyper, resume[0], part, alive)
         if bias > plan.burnin.max_bias:
-            hyper = hyper._replace(step_size=hyper.step_size * (plan.burnin.max_bias / bias))
+            hyper = shrunk(hyper, bias, plan.burnin.max_bias)
         elif steps >= total and steady(parts, alive, plan.nbeta):
             break
     burnin = _with_spread(start, parts, config.num_chains)
     config = config._replace(num_burnin_steps=start.steps + steps)
     return hyper, tuple(history), config, resume, burnin
+
+
+def shrunk(hyper, bias: float, max_bias: float):
+    """``hyper`` with the step shrunk from a predicted ``bias`` to ``SHRINK_MARGIN * max_bias``."""
+    return hyper._replace(step_size=hyper.step_size * (SHRINK_MARGIN * max_bias / bias))
 
 
 def bias_ratio(plan: Plan, hyper, states, part: np.ndarray, alive: np.ndarray) -> float:
@@ -221,94 +244,6 @@ def bias_ratio(plan: Plan, hyper, states, part: np.ndarray, alive: np.ndarray) -
     level = abs(float(np.mean(plan.nbeta * part[alive, half:].astype(np.float64))))
     absolute = chain_bias(plan, states.position, scale, alive)
     return float(np.nanmean(absolute)) / max(level, 1e-12) if np.isfinite(absolute).any() else 0.0
-
-
-def spread_plan(calibration, sampler: str, window: int) -> Spread | None:
-    """The spread ``step_size="auto"`` runs before the burn-in (None: no spread).
-
-    Its step is the largest of ``calibration``'s grid, at the localization it chose, up to
-    which every step above the chosen one had chains that all stayed finite and below
-    the blow-up bound, escaped to no lower loss, gave a finite estimate and kept the
-    stiffness ``max_i s_i (nbeta H_ii + gamma)`` within the rule's bound; at most
-    ``SPREAD_MAX_FACTOR`` times the chosen step, and at least twice it (else no spread).
-    It runs at most ``SPREAD_MAX_WINDOWS`` spans of the draws.
-    SGLD only: RMSProp-SGLD's preconditioner already takes large steps along flat
-    directions, and the momentum samplers' steps are not the grid's.
-    """
-    if sampler != "sgld":
-        return None
-    chosen = calibration.recommended
-    g = int(np.argmin(np.abs(calibration.localizations - chosen["localization"])))
-    steps = np.asarray(calibration.step_sizes, np.float64)
-    stable = (
-        (np.asarray(calibration.num_diverged[g]) == 0)
-        & (np.asarray(calibration.escape_share[g]) == 0)
-        & np.isfinite(np.asarray(calibration.llc_mean[g], np.float64))
-        & (np.asarray(calibration.stiffness[g], np.float64) <= MAX_STIFFNESS)
-        & (steps <= SPREAD_MAX_FACTOR * chosen["step_size"] * (1 + 1e-9))
-    )
-    top = int(np.argmin(np.abs(steps - chosen["step_size"])))
-    while top + 1 < steps.size and stable[top + 1]:  # every step up to it stable too
-        top += 1
-    if steps[top] < 2 * chosen["step_size"]:
-        return None
-    return Spread(float(steps[top]), SPREAD_MAX_WINDOWS * window, calibration.max_bias)
-
-
-def spread_steps(step_size: float, localization: float, cap: int) -> int:
-    """The spread's length: ``SPREAD_RELAXATIONS`` times ``1 / (step * gamma)``, at most ``cap``."""
-    if localization <= 0:
-        return cap
-    return int(min(cap, math.ceil(SPREAD_RELAXATIONS / (step_size * localization))))
-
-
-def spread(plan: Plan, hyper, config) -> Start:
-    """Spread the chains from w* at ``plan.spread.step_size`` before the burn-in proper.
-
-    From w* the chains must first spread along the flat directions of the loss, where
-    only the localizer pulls: the spread of such a direction relaxes as
-    ``exp(-step * gamma * t)``, tens of thousands of steps at a step chosen for a small
-    bias (on deep linear networks the estimate of a 20,000-step run was still 10% low,
-    see the defaults page of the docs). At a step ``F`` times larger it takes ``F`` times
-    fewer: :func:`spread_steps` steps, ``SPREAD_RELAXATIONS`` relaxation times (95% of
-    the spread), at most ``plan.spread.cap``. The larger step also inflates the stiff
-    directions; ``SPREAD_SETTLE`` steps at the calibrated step let them settle back (a
-    direction of stiffness ``s k`` per step keeps an excess ``(F - 1) s k / 8`` of
-    ``nbeta (L - L*)`` and loses it at the rate ``2 s k``: after ``t`` steps at most
-    ``(F - 1) / (16 e t)`` per coordinate, 7e-4 at ``F = 16``, ``t = 500``). The step is
-    then re-judged where the chains
-    are (:func:`bias_ratio`, over those steps) and shrunk to ``plan.spread.max_bias`` if
-    it exceeds it.
-
-    A spread that loses a chain (a non-finite loss or a blow-up) is run again from w* at
-    half the step, at most ``SPREAD_TRIES`` times and never below twice the calibrated
-    step; after that the burn-in starts from w* as it would without a spread.
-
-    Returns:
-        a :class:`Start`: the carry after the spread, its steps, its host trace and the
-        hyperparameters to go on with.
-    """
-    base = float(hyper.step_size)
-    step = plan.spread.step_size
-    chunk = config._replace(
-        num_draws=0, chunked=True, progress_total=config.total_steps + plan.spread.cap
-    )
-    for _ in range(SPREAD_TRIES):
-        if step < 2 * base:
-            break
-        steps = spread_steps(step, plan.localization, plan.spread.cap)
-        hot = hyper._replace(step_size=hyper.step_size * (step / base))
-        resume, trace, alive = segment(plan, hot, None, chunk, 0, steps)
-        if alive.all():
-            resume, settle, alive = segment(plan, hyper, resume, chunk, steps, SPREAD_SETTLE)
-            trace = np.concatenate([trace, settle], axis=1)
-        if alive.all():
-            bias = bias_ratio(plan, hyper, resume[0], settle, alive)
-            if bias > plan.spread.max_bias:
-                hyper = hyper._replace(step_size=hyper.step_size * (plan.spread.max_bias / bias))
-            return Start(resume, steps + SPREAD_SETTLE, trace, hyper, step)
-        step /= 2
-    return Start(None, 0, None, hyper)
 
 
 def _with_spread(start: Start, parts: list, num_chains: int) -> np.ndarray:

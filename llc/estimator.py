@@ -11,13 +11,14 @@ import math
 import time
 
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
-from llc.burnin import FOLLOW_SEGMENTS, SPREAD_MAX_FACTOR, SPREAD_SETTLE, spread_plan
+from llc.burnin import FOLLOW_SEGMENTS
 from llc.calibration import calibrate_plan
 from llc.execute import execute
 from llc.plan import FixedBurnin, FollowBurnin, make_plan
 from llc.report import assemble
 from llc.result import LLCResult
 from llc.settings import Settings, signature
+from llc.spread import SPREAD_MAX_FACTOR, SPREAD_SETTLE, spread_plan
 from llc.step_bias import MAX_STEP_BIAS, end_step_bias
 
 __all__ = ["estimate_llc"]
@@ -60,7 +61,7 @@ def estimate_llc(
             larger step (the largest stable one of the grid, at most 16 times the
             chosen one) for three localizer relaxation times ``3 / (step *
             localization)``, at most 8 spans of the draws, and 500 steps at the chosen
-            step (:func:`llc.burnin.spread`); the step is re-judged where they are.
+            step (:func:`llc.spread.spread`); the step is re-judged where they are.
             With a fixed ``num_burnin_steps`` the burn-in then follows the chains: it
             runs in four segments, and after each the rule's predicted bias is
             re-evaluated where the chains are and the step shrunk to the rule's cap if

@@ -8,6 +8,7 @@ import numpy as np
 from llc import _progress, burnin, loop, mesh, nuts
 from llc.burnin import FOLLOW_SEGMENTS
 from llc.plan import AutoBurnin, FollowBurnin, Plan
+from llc.spread import spread
 
 __all__ = ["execute", "execute_chunks"]
 
@@ -21,13 +22,7 @@ def execute(plan: Plan) -> loop.RunOutput:
     config = plan.config
     run_id = 0
     if plan.show_progress and plan.capabilities.step_size:
-        total = config.total_steps
-        if isinstance(plan.burnin, AutoBurnin):
-            total += max(0, plan.burnin.cap - config.num_burnin_steps)
-        if isinstance(plan.burnin, FollowBurnin):  # the follow may extend it
-            total += burnin.follow_limits(config.num_burnin_steps)[1] - config.num_burnin_steps
-        if plan.spread is not None:
-            total += plan.spread.cap + burnin.SPREAD_SETTLE
+        total = burnin.planned_steps(plan, config)
         config = config._replace(progress_rate=_progress.rate(total))
         run_id = _progress.open_bar(total, plan.sampler.upper())
     dtype = jax.numpy.result_type(*jax.tree.leaves(plan.params))
@@ -63,7 +58,7 @@ def execute(plan: Plan) -> loop.RunOutput:
             )
             if not adaptive:
                 return execute_chunks(plan, hyper, config)
-            start = burnin.spread(plan, hyper, config) if plan.spread is not None else None
+            start = None if plan.spread is None else spread(plan, hyper, config)
             ran = () if start is None or not start.steps else (start.step_size, start.steps)
             if isinstance(plan.burnin, AutoBurnin):
                 hyper = hyper if start is None else start.hyper

@@ -62,15 +62,17 @@ class Spread(NamedTuple):
 
     From w* the chains must spread along the flat directions, where only the localizer
     pulls them: that takes about ``1 / (step * localization)`` steps (see
-    :func:`llc.burnin.spread`). ``step_size`` is the largest step of the calibration grid
-    whose chains stayed stable, at most ``SPREAD_MAX_FACTOR`` times the calibrated one;
-    the phase runs at most ``cap`` steps. After it the step is re-judged where the chains
-    are, and shrunk to a predicted step-size bias of ``max_bias`` if it exceeds it.
+    :func:`llc.spread.spread`). ``step_size`` is the largest step of the calibration grid
+    whose chains stayed stable (:func:`llc.spread.spread_plan`); the phase runs at most
+    ``cap`` steps at it, then ``settle`` at the calibrated step. The step is then
+    re-judged where the chains are, and shrunk if its predicted step-size bias exceeds
+    ``max_bias``.
     """
 
     step_size: float
     cap: int
     max_bias: float
+    settle: int
 
 
 class Plan(NamedTuple):

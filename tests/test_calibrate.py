@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import llc
-from llc import burnin, step_bias
+from llc import spread, step_bias
 from llc.plan import Spread
 from tests._utils import dummy_data, quadratic_target
 
@@ -204,7 +204,7 @@ def test_spread_step_is_the_largest_stable_step_of_the_grid():
     # The spread's step: the largest grid step at the chosen localization up to which
     # every step's chains stayed finite, escaped nowhere and kept the stiffness bound (a
     # stable step above an unstable one does not count); at most 16 times the chosen
-    # step, at least twice it, and only for SGLD.
+    # step, at least twice it, and only for SGLD with a localizer.
     steps = np.array([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0])
 
     def fake(diverged, stiffness, chosen=1.0):
@@ -221,12 +221,15 @@ def test_spread_step_is_the_largest_stable_step_of_the_grid():
         )
 
     ok = fake(0, 0.1)
-    assert burnin.spread_plan(ok, "sgld", 1000) == Spread(16.0, 8000, 0.025)
-    assert burnin.spread_plan(ok, "rmsprop_sgld", 1000) is None
-    assert burnin.spread_plan(fake([0, 0, 0, 1, 0, 0, 0], 0.1), "sgld", 1000).step_size == 4.0
+    assert spread.spread_plan(ok, "sgld", 1000) == Spread(16.0, 8000, 0.025, 500)
+    assert spread.spread_plan(ok, "rmsprop_sgld", 1000) is None
+    unlocalized = fake(0, 0.1)
+    unlocalized.recommended = {"step_size": 1.0, "localization": 0.0}
+    assert spread.spread_plan(unlocalized, "sgld", 1000) is None
+    assert spread.spread_plan(fake([0, 0, 0, 1, 0, 0, 0], 0.1), "sgld", 1000).step_size == 4.0
     assert (
-        burnin.spread_plan(fake(0, [0.1, 0.2, 3.0, 3.0, 3.0, 3.0, 3.0]), "sgld", 10).step_size
+        spread.spread_plan(fake(0, [0.1, 0.2, 3.0, 3.0, 3.0, 3.0, 3.0]), "sgld", 10).step_size
         == 2.0
     )
-    assert burnin.spread_plan(fake(0, [0.1, 3.0, 0.1, 0.1, 0.1, 0.1, 0.1]), "sgld", 10) is None
-    assert burnin.spread_plan(fake(0, 0.1, chosen=64.0), "sgld", 10) is None
+    assert spread.spread_plan(fake(0, [0.1, 3.0, 0.1, 0.1, 0.1, 0.1, 0.1]), "sgld", 10) is None
+    assert spread.spread_plan(fake(0, 0.1, chosen=64.0), "sgld", 10) is None

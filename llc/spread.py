@@ -1,0 +1,123 @@
+"""The spread: from w*, the chains first spread along the flat directions at a larger step.
+
+``step_size="auto"`` with SGLD runs it before the burn-in proper (:mod:`llc.burnin`):
+:func:`spread_plan` picks its step from the calibration grid, :func:`spread` runs it.
+"""
+
+import math
+
+import numpy as np
+
+from llc.burnin import Start, bias_ratio, burnin_chunk, segment, shrunk, unit_steps
+from llc.calibration import MAX_STIFFNESS
+from llc.plan import Plan, Spread
+
+__all__ = ["SPREAD_MAX_FACTOR", "SPREAD_SETTLE", "spread", "spread_plan", "spread_steps"]
+
+SPREAD_RELAXATIONS = 3.0  # the spread runs this many localizer times 1 / (step * gamma)
+SPREAD_TRIES = 3  # a spread that loses a chain is rerun from w* at half the step, so often
+SPREAD_SETTLE = 500  # then steps at the calibrated step: the stiff directions settle back
+SPREAD_MAX_FACTOR = 16.0  # the spread's step: at most this many times the calibrated one
+SPREAD_MAX_WINDOWS = 8  # ... for at most this many spans of the draws
+
+
+def spread_plan(calibration, sampler: str, window: int) -> Spread | None:
+    """The spread ``step_size="auto"`` runs before the burn-in (None: no spread).
+
+    Its step is the largest of ``calibration``'s grid, at the localization it chose, up to
+    which every step above the chosen one had chains that all stayed finite and below
+    the blow-up bound, escaped to no lower loss, gave a finite estimate and kept the
+    stiffness ``max_i s_i (nbeta H_ii + gamma)`` within the rule's bound; at most
+    ``SPREAD_MAX_FACTOR`` times the chosen step, and at least twice it (else no spread).
+    It runs at most ``SPREAD_MAX_WINDOWS`` spans of the draws.
+    SGLD only: RMSProp-SGLD's preconditioner already takes large steps along flat
+    directions, and the momentum samplers' steps are not the grid's.
+    """
+    chosen = calibration.recommended
+    if sampler != "sgld" or not chosen["localization"] > 0:
+        return None  # without a localizer, flat directions have no spread to reach
+    g = int(np.argmin(np.abs(calibration.localizations - chosen["localization"])))
+    steps = np.asarray(calibration.step_sizes, np.float64)
+    stable = (
+        (np.asarray(calibration.num_diverged[g]) == 0)
+        & (np.asarray(calibration.escape_share[g]) == 0)
+        & np.isfinite(np.asarray(calibration.llc_mean[g], np.float64))
+        & (np.asarray(calibration.stiffness[g], np.float64) <= MAX_STIFFNESS)
+        & (steps <= SPREAD_MAX_FACTOR * chosen["step_size"] * (1 + 1e-9))
+    )
+    top = int(np.argmin(np.abs(steps - chosen["step_size"])))
+    while top + 1 < steps.size and stable[top + 1]:  # every step up to it stable too
+        top += 1
+    if steps[top] < 2 * chosen["step_size"]:
+        return None
+    cap = SPREAD_MAX_WINDOWS * window
+    return Spread(float(steps[top]), cap, calibration.max_bias, SPREAD_SETTLE)
+
+
+def spread_steps(step_size: float, localization: float, cap: int) -> int:
+    """The spread's length: ``SPREAD_RELAXATIONS`` times ``1 / (step * gamma)``, at most ``cap``."""
+    return int(min(cap, math.ceil(SPREAD_RELAXATIONS / (step_size * localization))))
+
+
+def spread(plan: Plan, hyper, config) -> Start:
+    """Spread the chains from w* at ``plan.spread.step_size`` before the burn-in proper.
+
+    From w* the chains must first spread along the flat directions of the loss, where
+    only the localizer pulls: the spread of such a direction relaxes as
+    ``exp(-step * gamma * t)``, tens of thousands of steps at a step chosen for a small
+    bias (on deep linear networks the estimate of a 20,000-step run was still 10% low,
+    see the defaults page of the docs). At a step ``F`` times larger it takes ``F`` times
+    fewer: :func:`spread_steps` steps, ``SPREAD_RELAXATIONS`` relaxation times (95% of
+    the spread), at most ``plan.spread.cap``. The larger step also inflates the stiff
+    directions; ``plan.spread.settle`` steps at the calibrated step let them settle back (a
+    direction of stiffness ``s k`` per step keeps an excess ``(F - 1) s k / 8`` of
+    ``nbeta (L - L*)`` and loses it at the rate ``2 s k``: after ``t`` steps at most
+    ``(F - 1) / (16 e t)`` per coordinate, 7e-4 at ``F = 16``, ``t = 500``). The step is
+    then re-judged where the chains
+    are (:func:`bias_ratio`, over those steps) and shrunk (:func:`shrunk`) if it exceeds
+    ``plan.spread.max_bias``.
+
+    Both phases run as calls of ``unit`` steps, the burn-in's own segment length, so that
+    they compile no program of their own (their lengths are rounded up to whole units).
+    A spread that loses a chain (a non-finite loss or a blow-up) is run again from w* at
+    half the step, at most ``SPREAD_TRIES`` times and never below twice the calibrated
+    step; after that the burn-in starts from w* as it would without a spread.
+
+    Returns:
+        a :class:`Start`: the carry after the spread, its steps, its host trace and the
+        hyperparameters to go on with.
+    """
+    base = float(hyper.step_size)
+    step = plan.spread.step_size
+    chunk, unit = burnin_chunk(plan, config), unit_steps(plan, config)
+    settle = unit * -(-plan.spread.settle // unit)
+    for _ in range(SPREAD_TRIES):
+        if step < 2 * base:
+            break
+        steps = unit * -(-spread_steps(step, plan.localization, plan.spread.cap) // unit)
+        hot = hyper._replace(step_size=hyper.step_size * (step / base))
+        resume, trace, alive = _units(plan, hot, None, chunk, 0, steps, unit)
+        if alive.all():
+            resume, calm, alive = _units(plan, hyper, resume, chunk, steps, settle, unit)
+        if alive.all():
+            bias = bias_ratio(plan, hyper, resume[0], calm, alive)
+            if bias > plan.spread.max_bias:
+                hyper = shrunk(hyper, bias, plan.spread.max_bias)
+            return Start(resume, steps + settle, np.concatenate([trace, calm], 1), hyper, step)
+        step /= 2
+    return Start(None, 0, None, hyper)
+
+
+def _units(plan: Plan, hyper, resume, chunk, done: int, steps: int, unit: int):
+    """``steps`` steps as :func:`segment` calls of ``unit`` steps (one compiled program).
+
+    Stops early once a chain is lost. Returns ``(resume, trace, alive)`` as
+    :func:`segment` does, the trace of the steps run.
+    """
+    parts, alive = [], None
+    for start in range(0, steps, unit):
+        resume, part, alive = segment(plan, hyper, resume, chunk, done + start, unit)
+        parts.append(part)
+        if not alive.all():
+            break
+    return resume, np.concatenate(parts, axis=1), alive
