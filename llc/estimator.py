@@ -48,12 +48,12 @@ def estimate_llc(
         params: w*, any pytree of floating-point arrays.
         data: a pytree of arrays sharing a leading axis n, e.g. ``(x, y)``.
         **settings: the sampling settings below (:class:`llc.settings.Settings`); an
-            unknown keyword is a ``TypeError`` that names it. ``step_size`` is required.
+            unknown keyword is a ``TypeError`` that names it.
 
     Keyword Args:
         step_size: epsilon > 0 (noise variance per step, Lau convention; blackjax's
             step size is half of it). Stable only if
-            ``step_size * (nbeta * mu_max + localization) < 4``. ``"auto"`` runs
+            ``step_size * (nbeta * mu_max + localization) < 4``. ``"auto"`` (the default) runs
             :func:`llc.calibrate` first (a short vectorised grid of step sizes around
             the curvature scale ``1 / (nbeta * mu_max + localization)``) and uses the
             step size it recommends; the calibration is kept in ``result.calibration``.
@@ -70,7 +70,7 @@ def estimate_llc(
             mean not moved from the one before, up or down, and R-hat at most 1.05);
             until then, and for at most four segments more, the burn-in goes on
             (``result.num_burnin_steps`` is the burn-in run).
-            None for ``sampler="nuts"``, which adapts its own.
+            None (or ``"auto"``) for ``sampler="nuts"``, which adapts its own.
         localization: gamma >= 0, strength of the Gaussian localizer at w*.
         nbeta: n times the inverse temperature; default ``n / log n``.
         sampler: ``"sgld"`` (default), ``"rmsprop_sgld"``, ``"sghmc"``, ``"sgnht"`` (see

@@ -19,9 +19,7 @@ from llc import _validation as check
 from llc import mesh as llc_mesh
 from llc import samplers
 
-__all__ = ["REQUIRED", "Settings", "default_nbeta"]
-
-REQUIRED = inspect.Parameter.empty  # a keyword without a default (step_size)
+__all__ = ["Settings", "default_nbeta"]
 # what the entry points that stack runs in one program (checkpoints, temperatures) refuse
 STACKED_RUN_REFUSES = (
     "escape_direction",
@@ -69,7 +67,7 @@ class Settings:
         TypeError: estimate_llc() got an unexpected keyword argument 'num_chain'...
     """
 
-    step_size: float | str | None = REQUIRED
+    step_size: float | str | None = "auto"
     localization: float = 1.0
     nbeta: float | None = None
     sampler: str = "sgld"
@@ -117,8 +115,7 @@ class Settings:
             **kwargs: the user's keywords.
 
         Raises:
-            TypeError: an unknown or refused keyword, a missing ``step_size``, or a
-                value of the wrong type.
+            TypeError: an unknown or refused keyword, or a value of the wrong type.
             ValueError: a value out of range, or a combination the sampler cannot run.
         """
         known = cls.names()
@@ -128,12 +125,6 @@ class Settings:
                 msg = f"{entry}() got an unexpected keyword argument {name!r}; it takes {accepted}."
                 raise TypeError(msg)
         values = {**(defaults or {}), **kwargs}
-        if values.get("step_size", REQUIRED) is REQUIRED and "step_size" not in refuse:
-            msg = (
-                f"{entry}() missing required keyword argument 'step_size' (a number, or "
-                "'auto' to calibrate it; None for sampler='nuts')."
-            )
-            raise TypeError(msg)
         return cls(**values)._checked()
 
     def _checked(self) -> "Settings":
@@ -152,7 +143,7 @@ class Settings:
         changes = {}
         if can.step_size:
             changes["step_size"] = _step_size(self.step_size)
-        elif self.step_size is not None and self.step_size is not REQUIRED:
+        elif self.step_size not in (None, "auto"):  # "auto": NUTS adapts its own
             msg = f"sampler={sampler!r} adapts its own step size; pass step_size=None."
             raise ValueError(msg)
         else:

@@ -4,11 +4,12 @@
 :func:`spread_plan` picks its step from the calibration grid, :func:`spread` runs it.
 """
 
+import functools
 import math
 
 import numpy as np
 
-from llc.burnin import Start, bias_ratio, burnin_chunk, segment, shrunk, unit_steps
+from llc.burnin import Start, bias_ratio, burnin_chunk, passes, segment, shrunk, unit_steps
 from llc.calibration import MAX_STIFFNESS
 from llc.plan import Plan, Spread
 
@@ -68,7 +69,9 @@ def spread(plan: Plan, hyper, config) -> Start:
     bias (on deep linear networks the estimate of a 20,000-step run was still 10% low,
     see the defaults page of the docs). At a step ``F`` times larger it takes ``F`` times
     fewer: :func:`spread_steps` steps, ``SPREAD_RELAXATIONS`` relaxation times (95% of
-    the spread), at most ``plan.spread.cap``. The larger step also inflates the stiff
+    the spread), at most ``plan.spread.cap``, or fewer where the chains stop rising
+    before (:func:`_settled`: a model without flat directions is spread at once). The
+    larger step also inflates the stiff
     directions; ``plan.spread.settle`` steps at the calibrated step let them settle back (a
     direction of stiffness ``s k`` per step keeps an excess ``(F - 1) s k / 8`` of
     ``nbeta (L - L*)`` and loses it at the rate ``2 s k``: after ``t`` steps at most
@@ -96,7 +99,9 @@ def spread(plan: Plan, hyper, config) -> Start:
             break
         steps = unit * -(-spread_steps(step, plan.localization, plan.spread.cap) // unit)
         hot = hyper._replace(step_size=hyper.step_size * (step / base))
-        resume, trace, alive = _units(plan, hot, None, chunk, 0, steps, unit)
+        settled = functools.partial(_settled, nbeta=plan.nbeta, unit=unit)
+        resume, trace, alive = _units(plan, hot, None, chunk, 0, steps, unit, settled)
+        steps = trace.shape[1]
         if alive.all():
             resume, calm, alive = _units(plan, hyper, resume, chunk, steps, settle, unit)
         if alive.all():
@@ -108,16 +113,31 @@ def spread(plan: Plan, hyper, config) -> Start:
     return Start(None, 0, None, hyper)
 
 
-def _units(plan: Plan, hyper, resume, chunk, done: int, steps: int, unit: int):
+def _units(plan: Plan, hyper, resume, chunk, done: int, steps: int, unit: int, until=None):
     """``steps`` steps as :func:`segment` calls of ``unit`` steps (one compiled program).
 
-    Stops early once a chain is lost. Returns ``(resume, trace, alive)`` as
-    :func:`segment` does, the trace of the steps run.
+    Stops early once a chain is lost, or once ``until(trace)`` holds for the trace so
+    far. Returns ``(resume, trace, alive)`` as :func:`segment` does, the trace of the
+    steps run.
     """
     parts, alive = [], None
     for start in range(0, steps, unit):
         resume, part, alive = segment(plan, hyper, resume, chunk, done + start, unit)
         parts.append(part)
-        if not alive.all():
+        if not alive.all() or (until is not None and until(parts)):
             break
     return resume, np.concatenate(parts, axis=1), alive
+
+
+def _settled(parts: list, nbeta: float, unit: int) -> bool:
+    """Whether the spread's chains have stopped rising (judged at 2, 4, 8, ... units).
+
+    The test of ``num_burnin_steps="auto"`` (:func:`llc.burnin.passes`: the rise from
+    ``[T/4, T/2)`` to ``[T/2, T)`` bounded below tolerance, R-hat at most 1.05 over the
+    later half). Without flat directions that is at once; along them, not before they
+    have spread (a diffusive rise the growing windows keep seeing).
+    """
+    count = len(parts)
+    if count < 2 or count & (count - 1):
+        return False
+    return bool(passes(np.concatenate(parts, axis=1).astype(np.float64) * nbeta, unit))

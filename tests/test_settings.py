@@ -18,11 +18,11 @@ def test_defaults_and_resolved_sampler_options():
     assert s.num_draws == 200 and s.num_chains == 2
 
 
-def test_unknown_missing_and_refused_keywords_are_type_errors():
+def test_unknown_and_refused_keywords_are_type_errors_and_the_step_defaults_to_auto():
     with pytest.raises(TypeError, match="'num_chain'"):
         Settings.build("estimate_llc", step_size=1e-4, num_chain=2)
-    with pytest.raises(TypeError, match="missing required keyword argument 'step_size'"):
-        Settings.build("estimate_llc")
+    assert Settings.build("estimate_llc").step_size == "auto"  # the default
+    assert Settings.build("estimate_llc", sampler="nuts").step_size is None  # NUTS adapts
     with pytest.raises(TypeError, match="'escape_direction'"):
         Settings.build("f", refuse=("escape_direction",), step_size=1.0, escape_direction=1)
 
