@@ -95,7 +95,7 @@ def spread(plan: Plan, hyper, config) -> Start:
     chunk, unit = burnin_chunk(plan, config), unit_steps(plan, config)
     settle = unit * -(-plan.spread.settle // unit)
     for _ in range(SPREAD_TRIES):
-        if step < 2 * base:
+        if step < 2 * base * (1 - 1e-6):  # base: the step in the parameters' dtype
             break
         steps = unit * -(-spread_steps(step, plan.localization, plan.spread.cap) // unit)
         hot = hyper._replace(step_size=hyper.step_size * (step / base))
