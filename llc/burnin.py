@@ -142,7 +142,7 @@ def planned_steps(plan: Plan, config) -> int:
         total += follow_limits(config.num_burnin_steps)[1] - config.num_burnin_steps
     if plan.spread is not None:
         unit = unit_steps(plan, config)
-        total += unit * (-(-plan.spread.cap // unit) - (-plan.spread.settle // unit))
+        total += unit * (max(1, plan.spread.cap // unit) - (-plan.spread.settle // unit))
     return total
 
 

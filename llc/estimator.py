@@ -229,9 +229,9 @@ def _burnin_story(out, max_bias: float) -> str:
     if out.spread:
         step, steps = out.spread
         story += (
-            f" The chains first spread for {steps} steps (the last {SPREAD_SETTLE} at the "
-            f"chosen step) at {step:.3g}, the largest stable step of the grid up to "
-            f"{SPREAD_MAX_FACTOR:g} times the chosen one."
+            f" The chains first spread at {step:.3g}, the largest stable step of the grid up "
+            f"to {SPREAD_MAX_FACTOR:g} times the chosen one, for {steps} steps (ending with at "
+            f"least {SPREAD_SETTLE} at the chosen step)."
         )
     if len(set(out.step_sizes)) > 1 or len(out.step_sizes) > FOLLOW_SEGMENTS:
         story += (

@@ -81,7 +81,8 @@ def spread(plan: Plan, hyper, config) -> Start:
     ``plan.spread.max_bias``.
 
     Both phases run as calls of ``unit`` steps, the burn-in's own segment length, so that
-    they compile no program of their own (their lengths are rounded up to whole units).
+    they compile no program of their own (the spread's length is rounded up to whole units
+    but not past the cap, the settling one up to a whole unit).
     A spread that loses a chain (a non-finite loss or a blow-up) is run again from w* at
     half the step, at most ``SPREAD_TRIES`` times and never below twice the calibrated
     step; after that the burn-in starts from w* as it would without a spread.
@@ -97,7 +98,8 @@ def spread(plan: Plan, hyper, config) -> Start:
     for _ in range(SPREAD_TRIES):
         if step < 2 * base * (1 - 1e-6):  # base: the step in the parameters' dtype
             break
-        steps = unit * -(-spread_steps(step, plan.localization, plan.spread.cap) // unit)
+        units = -(-spread_steps(step, plan.localization, plan.spread.cap) // unit)
+        steps = unit * min(units, max(1, plan.spread.cap // unit))  # whole units, within the cap
         hot = hyper._replace(step_size=hyper.step_size * (step / base))
         settled = functools.partial(_settled, nbeta=plan.nbeta, unit=unit)
         resume, trace, alive = _units(plan, hot, None, chunk, 0, steps, unit, settled)
