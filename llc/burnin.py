@@ -7,7 +7,7 @@ chains are those of one uninterrupted run), and judge the chains between segment
 - :func:`auto` (``num_burnin_steps="auto"``, :class:`llc.plan.AutoBurnin`): window by
   window until the chains stop rising (:func:`passes`, then :func:`confirmed`).
 - :func:`follow` (``step_size="auto"``, :class:`llc.plan.FollowBurnin`): the step size
-  shrinks to the step-size bias cap where the chains are, until they are :func:`steady`.
+  shrinks below the step-size bias cap where the chains are, until they are :func:`steady`.
 
 With ``step_size="auto"`` either one starts where :func:`llc.spread.spread` left the
 chains (a :class:`Start`): spread along the flat directions at a larger, stable step.
@@ -142,7 +142,7 @@ def planned_steps(plan: Plan, config) -> int:
         total += follow_limits(config.num_burnin_steps)[1] - config.num_burnin_steps
     if plan.spread is not None:
         unit = unit_steps(plan, config)
-        total += unit * (max(1, plan.spread.cap // unit) - (-plan.spread.settle // unit))
+        total += unit * (plan.spread.cap // unit - (-plan.spread.settle // unit))
     return total
 
 

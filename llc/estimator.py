@@ -11,14 +11,14 @@ import math
 import time
 
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
-from llc.burnin import FOLLOW_SEGMENTS
+from llc.burnin import FOLLOW_SEGMENTS, SHRINK_MARGIN
 from llc.calibration import calibrate_plan
 from llc.execute import execute
 from llc.plan import FixedBurnin, FollowBurnin, make_plan
 from llc.report import assemble
 from llc.result import LLCResult
 from llc.settings import Settings, signature
-from llc.spread import SPREAD_MAX_FACTOR, SPREAD_SETTLE, spread_plan
+from llc.spread import SPREAD_MAX_FACTOR, SPREAD_SETTLE, spread_for
 from llc.step_bias import MAX_STEP_BIAS, end_step_bias
 
 __all__ = ["estimate_llc"]
@@ -57,17 +57,19 @@ def estimate_llc(
             :func:`llc.calibrate` first (a short vectorised grid of step sizes around
             the curvature scale ``1 / (nbeta * mu_max + localization)``) and uses the
             step size it recommends; the calibration is kept in ``result.calibration``.
-            With SGLD the chains then first spread along the flat directions at a
-            larger step (the largest stable one of the grid, at most 16 times the
-            chosen one) for three localizer relaxation times ``3 / (step *
-            localization)``, at most 8 spans of the draws, and 500 steps at the chosen
-            step (:func:`llc.spread.spread`); the step is re-judged where they are.
+            With SGLD the chains then first spread along the soft and flat directions
+            at a larger step (the largest stable one of the grid, at most 16 times the
+            chosen one) until their loss stops rising, for at most three localizer
+            relaxation times ``3 / (step * localization)`` and 8 spans of the draws,
+            then at least 500 steps at the chosen step (:func:`llc.spread.spread`;
+            ``result.spread_steps``); the step is re-judged where they are.
             With a fixed ``num_burnin_steps`` the burn-in then follows the chains: it
             runs in four segments, and after each the rule's predicted bias is
-            re-evaluated where the chains are and the step shrunk to the rule's cap if
-            it is exceeded (``result.step_size`` is the final one). The draws start once
-            the step is inside the cap and the chains are steady (the last segment's
-            mean not moved from the one before, up or down, and R-hat at most 1.05);
+            re-evaluated where the chains are and, where it exceeds the rule's cap,
+            the step shrunk to 0.8 of the cap (``result.step_size`` is the final one).
+            The draws start once the step is inside the cap and the chains are steady
+            (the last segment's mean not moved from the one before, up or down, and
+            R-hat at most 1.05);
             until then, and for at most four segments more, the burn-in goes on
             (``result.num_burnin_steps`` is the burn-in run).
             None (or ``"auto"``) for ``sampler="nuts"``, which adapts its own.
@@ -209,8 +211,7 @@ def estimate_llc(
         plan = plan._replace(step_size=calibration.recommended["step_size"])
         if isinstance(plan.burnin, FixedBurnin):  # the burn-in follows the chains
             plan = plan._replace(burnin=FollowBurnin(plan.burnin.steps, max_bias))
-        window = plan.config.num_draws * plan.config.num_steps_bw_draws
-        plan = plan._replace(spread=spread_plan(calibration, plan.sampler, window))
+        plan = plan._replace(spread=spread_for(plan, calibration))
     out = execute(plan)
     if not isinstance(plan.burnin, FixedBurnin):  # the burn-in that was run
         config = plan.config._replace(num_burnin_steps=out.burnin_delta.shape[1])
@@ -237,8 +238,8 @@ def _burnin_story(out, max_bias: float) -> str:
         story += (
             " The burn-in then followed the chains: step sizes "
             + ", ".join(f"{e:.3g}" for e in out.step_sizes)
-            + f" in its {len(out.step_sizes)} segments (each shrunk to a predicted bias of "
-            f"{max_bias:.1%} where the chains were)."
+            + f" in its {len(out.step_sizes)} segments (shrunk where the chains were, when "
+            f"their predicted bias exceeded {max_bias:.1%}, to {SHRINK_MARGIN:g} of it)."
         )
     elif out.spread and out.step_sizes:
         story += f" The burn-in then ran at {out.step_sizes[-1]:.3g}."

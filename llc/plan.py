@@ -49,8 +49,8 @@ class AutoBurnin(NamedTuple):
 class FollowBurnin(NamedTuple):
     """``step_size="auto"``: ``steps`` burn-in steps whose step size follows the chains.
 
-    After each segment the step shrinks to a predicted step-size bias of ``max_bias``
-    where the chains are (see :func:`llc.burnin.follow`).
+    After each segment the step shrinks where the chains are if its predicted step-size
+    bias there exceeds ``max_bias`` (to ``SHRINK_MARGIN`` of it, see :func:`llc.burnin.follow`).
     """
 
     steps: int

@@ -127,7 +127,8 @@ class LLCResult(NamedTuple):
             Flagged ``not_equilibrated`` when the mean is off 1 by more than 10% and 3
             standard errors. None where no trace was recorded.
         spread_steps: the first steps of the burn-in that spread the chains at a larger
-            step (``step_size="auto"`` with SGLD, :func:`llc.spread.spread`); 0 if none.
+            step, and settled them at the chosen one (``step_size="auto"`` with SGLD,
+            :func:`llc.spread.spread`); 0 if none.
     """
 
     llc_mean: float

@@ -143,7 +143,7 @@ class Settings:
         changes = {}
         if can.step_size:
             changes["step_size"] = _step_size(self.step_size)
-        elif self.step_size not in (None, "auto"):  # "auto": NUTS adapts its own
+        elif not (self.step_size is None or _is_auto(self.step_size)):  # NUTS adapts its own
             msg = f"sampler={sampler!r} adapts its own step size; pass step_size=None."
             raise ValueError(msg)
         else:
@@ -221,6 +221,10 @@ class Settings:
     def auto_burnin(self) -> bool:
         """Whether ``num_burnin_steps="auto"``."""
         return self.num_burnin_steps == "auto"
+
+
+def _is_auto(value) -> bool:
+    return isinstance(value, str) and value == "auto"
 
 
 def _step_size(step_size):

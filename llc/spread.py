@@ -9,17 +9,34 @@ import math
 
 import numpy as np
 
-from llc.burnin import Start, bias_ratio, burnin_chunk, passes, segment, shrunk, unit_steps
+from llc.burnin import (
+    FOLLOW_SEGMENTS,
+    Start,
+    bias_ratio,
+    burnin_chunk,
+    passes,
+    segment,
+    shrunk,
+    unit_steps,
+)
 from llc.calibration import MAX_STIFFNESS
-from llc.plan import Plan, Spread
+from llc.plan import AutoBurnin, FollowBurnin, Plan, Spread
 
-__all__ = ["SPREAD_MAX_FACTOR", "SPREAD_SETTLE", "spread", "spread_plan", "spread_steps"]
+__all__ = [
+    "SPREAD_MAX_FACTOR",
+    "SPREAD_SETTLE",
+    "spread",
+    "spread_for",
+    "spread_plan",
+    "spread_steps",
+]
 
 SPREAD_RELAXATIONS = 3.0  # the spread runs this many localizer times 1 / (step * gamma)
 SPREAD_TRIES = 3  # a spread that loses a chain is rerun from w* at half the step, so often
 SPREAD_SETTLE = 500  # then steps at the calibrated step: the stiff directions settle back
 SPREAD_MAX_FACTOR = 16.0  # the spread's step: at most this many times the calibrated one
 SPREAD_MAX_WINDOWS = 8  # ... for at most this many spans of the draws
+SPREAD_MIN_UNIT = 100  # no spread in burn-in segments shorter than this
 
 
 def spread_plan(calibration, sampler: str, window: int) -> Spread | None:
@@ -55,6 +72,25 @@ def spread_plan(calibration, sampler: str, window: int) -> Spread | None:
     return Spread(float(steps[top]), cap, calibration.max_bias, SPREAD_SETTLE)
 
 
+def spread_for(plan: Plan, calibration) -> Spread | None:
+    """:func:`spread_plan` for a run, or None where its burn-in cannot carry a spread.
+
+    The spread runs as calls of the adaptive burn-in's segments (:func:`unit_steps`): it
+    needs one (a fixed burn-in of fewer than ``FOLLOW_SEGMENTS`` steps has none), of at
+    least ``SPREAD_MIN_UNIT`` steps (else thousands of tiny calls) and no longer than the
+    spread's cap.
+    """
+    adaptive = isinstance(plan.burnin, AutoBurnin) or (
+        isinstance(plan.burnin, FollowBurnin) and plan.burnin.steps >= FOLLOW_SEGMENTS
+    )
+    window = plan.config.num_draws * plan.config.num_steps_bw_draws
+    spread = spread_plan(calibration, plan.sampler, window)
+    if spread is None or not adaptive:
+        return None
+    unit = unit_steps(plan, plan.config)
+    return spread if SPREAD_MIN_UNIT <= unit <= spread.cap else None
+
+
 def spread_steps(step_size: float, localization: float, cap: int) -> int:
     """The spread's length: ``SPREAD_RELAXATIONS`` times ``1 / (step * gamma)``, at most ``cap``."""
     return int(min(cap, math.ceil(SPREAD_RELAXATIONS / (step_size * localization))))
@@ -84,8 +120,9 @@ def spread(plan: Plan, hyper, config) -> Start:
     they compile no program of their own (the spread's length is rounded up to whole units
     but not past the cap, the settling one up to a whole unit).
     A spread that loses a chain (a non-finite loss or a blow-up) is run again from w* at
-    half the step, at most ``SPREAD_TRIES`` times and never below twice the calibrated
-    step; after that the burn-in starts from w* as it would without a spread.
+    half the step: ``SPREAD_TRIES`` tries in all, never below twice the calibrated step;
+    after that the burn-in starts from w* as it would without a spread (and the result's
+    ``spread_steps`` is 0).
 
     Returns:
         a :class:`Start`: the carry after the spread, its steps, its host trace and the
@@ -99,7 +136,7 @@ def spread(plan: Plan, hyper, config) -> Start:
         if step < 2 * base * (1 - 1e-6):  # base: the step in the parameters' dtype
             break
         units = -(-spread_steps(step, plan.localization, plan.spread.cap) // unit)
-        steps = unit * min(units, max(1, plan.spread.cap // unit))  # whole units, within the cap
+        steps = unit * min(units, plan.spread.cap // unit)  # whole units, within the cap
         hot = hyper._replace(step_size=hyper.step_size * (step / base))
         settled = functools.partial(_settled, nbeta=plan.nbeta, unit=unit)
         resume, trace, alive = _units(plan, hot, None, chunk, 0, steps, unit, settled)

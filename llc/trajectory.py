@@ -85,8 +85,9 @@ def estimate_llc_trajectory(
             :func:`llc.estimate_llc`'s rule (short runs on the default grid, each
             checkpoint's result carrying its ``calibration``), every checkpoint then
             sampled at its own step in the one program. The burn-in is a fixed count
-            (with ``"auto"``, :func:`llc.estimate_llc` also lets its burn-in shrink the
-            step where the chains go; here the calibrated step is kept).
+            (with ``"auto"``, :func:`llc.estimate_llc` also spreads the chains at a larger
+            step first and lets its burn-in shrink the step where the chains go; here
+            the calibrated step is kept, and there is no spread).
 
     Returns:
         A :class:`TrajectoryResult`.

@@ -248,3 +248,20 @@ def test_spread_step_is_the_largest_stable_step_of_the_grid():
     )
     assert spread.spread_plan(fake(0, [0.1, 3.0, 0.1, 0.1, 0.1, 0.1, 0.1]), "sgld", 10) is None
     assert spread.spread_plan(fake(0, 0.1, chosen=64.0), "sgld", 10) is None
+
+
+def test_no_spread_where_the_burn_in_has_no_segments_to_carry_it():
+    # The spread runs in the adaptive burn-in's segments: a fixed burn-in of 0 steps (none)
+    # or of 200 (segments of 50 steps, under the 100 that keep the calls few) gets none,
+    # with the progress bar on too (its total counts the spread only where it runs).
+    for burnin in (0, 200):
+        r = llc.estimate_llc(
+            jax.random.key(2),
+            quadratic_loss,
+            jnp.zeros(5),
+            dummy_data(N),
+            num_draws=200,
+            num_burnin_steps=burnin,
+            progress_bar=True,
+        )
+        assert r.spread_steps == 0 and r.num_burnin_steps >= burnin
