@@ -105,15 +105,14 @@ def spread(plan: Plan, hyper, config) -> Start:
     bias (on deep linear networks the estimate of a 20,000-step run was still 10% low,
     see the defaults page of the docs). At a step ``F`` times larger it takes ``F`` times
     fewer: :func:`spread_steps` steps, ``SPREAD_RELAXATIONS`` relaxation times (95% of
-    the spread), at most ``plan.spread.cap``, or fewer where the chains stop rising
-    before (:func:`_settled`: a model without flat directions is spread at once). The
-    larger step also inflates the stiff
-    directions; ``plan.spread.settle`` steps at the calibrated step let them settle back (a
-    direction of stiffness ``s k`` per step keeps an excess ``(F - 1) s k / 8`` of
-    ``nbeta (L - L*)`` and loses it at the rate ``2 s k``: after ``t`` steps at most
-    ``(F - 1) / (16 e t)`` per coordinate, 7e-4 at ``F = 16``, ``t = 500``). The step is
-    then re-judged where the chains
-    are (:func:`bias_ratio`, over those steps) and shrunk (:func:`shrunk`) if it exceeds
+    the spread), at most ``plan.spread.cap``, or fewer where the loss stops rising before
+    (:func:`_settled`; a model without soft directions usually stops at its first checks).
+    The larger step also inflates the stiff directions; ``plan.spread.settle`` steps at
+    the calibrated step let them settle back (a direction of stiffness ``s k`` per step
+    keeps an excess ``(F - 1) s k / 8`` of ``nbeta (L - L*)`` and loses it at the rate
+    ``2 s k``: after ``t`` steps at most ``(F - 1) / (16 e t)`` per coordinate, 7e-4 at
+    ``F = 16``, ``t = 500``). The step is then re-judged where the chains are
+    (:func:`bias_ratio`, over those steps) and shrunk (:func:`shrunk`) if it exceeds
     ``plan.spread.max_bias``.
 
     Both phases run as calls of ``unit`` steps, the burn-in's own segment length, so that
@@ -155,9 +154,9 @@ def spread(plan: Plan, hyper, config) -> Start:
 def _units(plan: Plan, hyper, resume, chunk, done: int, steps: int, unit: int, until=None):
     """``steps`` steps as :func:`segment` calls of ``unit`` steps (one compiled program).
 
-    Stops early once a chain is lost, or once ``until(trace)`` holds for the trace so
-    far. Returns ``(resume, trace, alive)`` as :func:`segment` does, the trace of the
-    steps run.
+    Stops early once a chain is lost, or once ``until(parts)`` holds for the host traces
+    of the calls so far. Returns ``(resume, trace, alive)`` as :func:`segment` does, the
+    trace of the steps run.
     """
     parts, alive = [], None
     for start in range(0, steps, unit):
@@ -173,8 +172,8 @@ def _settled(parts: list, nbeta: float, unit: int) -> bool:
 
     The test of ``num_burnin_steps="auto"`` (:func:`llc.burnin.passes`: the rise from
     ``[T/4, T/2)`` to ``[T/2, T)`` bounded below tolerance, R-hat at most 1.05 over the
-    later half). Without flat directions that is at once; along them, not before they
-    have spread (a diffusive rise the growing windows keep seeing).
+    later half). Without soft directions that is usually at the first checks; along them,
+    not before they have spread (a diffusive rise the growing windows keep seeing).
     """
     count = len(parts)
     if count < 2 or count & (count - 1):
