@@ -39,7 +39,8 @@ issue 29 (every case within 8%, median <= 3%, cost <= 2x (c)) is met.
 
 Usage: ``python benchmarks/defaults.py`` (``--skip-auto-burnin-above D``: no setting (b)
 for targets with more than D parameters; ``--only NAME ...``: a subset; ``--chains C``: C
-chains in every setting instead of 4, with ``--out`` for another folder).
+chains in every setting instead of 4, with ``--out`` for another folder; ``--seed-offset K``:
+target i built with seed i + K, held-out instances).
 ``--quick``: two small targets, 200 draws. Outputs: a table and
 ``results/defaults/defaults.json`` (rewritten after every target); the NUTS references
 are kept in ``results/defaults/nuts_references.json`` and reused while their settings
@@ -370,12 +371,19 @@ def main() -> None:
     parser.add_argument(
         "--chains", type=int, default=CHAINS, help=f"chains in every setting (default {CHAINS})"
     )
+    parser.add_argument(
+        "--seed-offset",
+        type=int,
+        default=0,
+        help="build target i with seed i + K (held-out instances of the same kinds)",
+    )
     args, out = parse_args(
         parser, "defaults", quick=f"{', '.join(QUICK_TARGETS)}; {QUICK_DRAWS} draws"
     )
     draws = QUICK_DRAWS if args.quick else DRAWS
     names = QUICK_TARGETS if args.quick else args.only
-    suite = [(i, *t) for i, t in enumerate(TARGETS) if names is None or t[0] in names]
+    offset = args.seed_offset
+    suite = [(i + offset, *t) for i, t in enumerate(TARGETS) if names is None or t[0] in names]
     default = {"step_size": "auto", "num_draws": draws, "num_chains": args.chains}
     payload = {
         "settings": {
@@ -389,7 +397,7 @@ def main() -> None:
         },
         "sampling_key": SAMPLING_KEY,
         "num_data": NUM_DATA,
-        "point_seeds": "target i is built with seed i",
+        "point_seeds": f"target i is built with seed i + {offset}",
         "skip_auto_burnin_above": args.skip_auto_burnin_above,
         "rows": [],
     }
