@@ -25,6 +25,7 @@ from llc.step_bias import chain_bias
 
 __all__ = [
     "Start",
+    "adaptive",
     "auto",
     "burnin_chunk",
     "confirmed",
@@ -124,6 +125,13 @@ def auto(plan: Plan, hyper, config, start: Start | None = None):
             check_at *= 2
     burnin = _with_spread(start, parts, config.num_chains)
     return config._replace(num_burnin_steps=start.steps + steps), resume, burnin
+
+
+def adaptive(plan: Plan) -> bool:
+    """Whether the plan's burn-in runs as segments judged between calls (auto or follow)."""
+    return isinstance(plan.burnin, AutoBurnin) or (
+        isinstance(plan.burnin, FollowBurnin) and plan.burnin.steps >= FOLLOW_SEGMENTS
+    )
 
 
 def unit_steps(plan: Plan, config) -> int:

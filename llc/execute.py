@@ -6,8 +6,7 @@ import jax
 import numpy as np
 
 from llc import _progress, burnin, loop, mesh, nuts
-from llc.burnin import FOLLOW_SEGMENTS
-from llc.plan import AutoBurnin, FollowBurnin, Plan
+from llc.plan import AutoBurnin, Plan
 from llc.spread import spread
 
 __all__ = ["execute", "execute_chunks"]
@@ -53,10 +52,7 @@ def execute(plan: Plan) -> loop.RunOutput:
                 run_id,
                 plan.options,
             )
-            adaptive = isinstance(plan.burnin, AutoBurnin) or (
-                isinstance(plan.burnin, FollowBurnin) and plan.burnin.steps >= FOLLOW_SEGMENTS
-            )
-            if not adaptive:
+            if not burnin.adaptive(plan):
                 return execute_chunks(plan, hyper, config)
             start = None if plan.spread is None else spread(plan, hyper, config)
             ran = () if start is None or not start.steps else (start.step_size, start.steps)

@@ -10,8 +10,8 @@ import math
 import numpy as np
 
 from llc.burnin import (
-    FOLLOW_SEGMENTS,
     Start,
+    adaptive,
     bias_ratio,
     burnin_chunk,
     passes,
@@ -20,7 +20,7 @@ from llc.burnin import (
     unit_steps,
 )
 from llc.calibration import MAX_STIFFNESS
-from llc.plan import AutoBurnin, FollowBurnin, Plan, Spread
+from llc.plan import Plan, Spread
 
 __all__ = [
     "SPREAD_MAX_FACTOR",
@@ -80,12 +80,9 @@ def spread_for(plan: Plan, calibration) -> Spread | None:
     least ``SPREAD_MIN_UNIT`` steps (else thousands of tiny calls) and no longer than the
     spread's cap.
     """
-    adaptive = isinstance(plan.burnin, AutoBurnin) or (
-        isinstance(plan.burnin, FollowBurnin) and plan.burnin.steps >= FOLLOW_SEGMENTS
-    )
     window = plan.config.num_draws * plan.config.num_steps_bw_draws
     spread = spread_plan(calibration, plan.sampler, window)
-    if spread is None or not adaptive:
+    if spread is None or not adaptive(plan):
         return None
     unit = unit_steps(plan, plan.config)
     return spread if SPREAD_MIN_UNIT <= unit <= spread.cap else None
