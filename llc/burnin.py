@@ -165,6 +165,8 @@ def segment(plan: Plan, hyper, resume, chunk, done: int, size: int):
     Returns ``(resume, burnin_delta, alive)``: the carry to resume from, the segment's host
     trace and which chains have not diverged.
     """
+    if resume is None:  # the carry at w*: every segment then shares one compiled program
+        resume = loop.start_carry(plan.params, hyper, chunk)
     out = run_chunk(plan, hyper, resume, chunk._replace(num_burnin_steps=size))
     states, first_bad = out.final_carry
     resume = (states, first_bad, jax.numpy.int32(done + size), jax.numpy.int32(0))

@@ -235,6 +235,7 @@ def calibrate_plan(
         localization=float(gammas[0]),
         batch_size=config.batch_size,
         eval_rows=plan.eval_rows,
+        copies=config.num_chains,
     )
     widen = step_sizes is None
     if widen:

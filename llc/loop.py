@@ -283,22 +283,20 @@ def _run(
         }
         return (carry, (scale_sum, scale_max)), (delta, dist, checked, proj, acc, vir, observed)
 
-    positions = jax.tree.map(lambda p: jnp.broadcast_to(p, (config.num_chains, *p.shape)), anchor)
-    states = shard_states(jax.vmap(lambda p: sampler.init(p, hyper.options))(positions))
-    carry = (states, jnp.full((config.num_chains,), -1, jnp.int32))
-    first_step, first_draw = jnp.int32(0), jnp.int32(0)
-    if resume is not None:
-        carry, (first_step, first_draw) = (resume[0], resume[1]), (resume[2], resume[3])
+    if resume is None:
+        resume = _start_carry(anchor, hyper, config)
+    carry = (shard_states(resume[0]), resume[1])
+    first_step, first_draw = resume[2], resume[3]
     burn = config.num_burnin_steps
     burn_steps = first_step + jnp.arange(burn, dtype=jnp.int32)
-    carry, (burnin_delta, *_) = jax.lax.scan(step, carry, burn_steps)
+    carry, (burnin_delta, *_) = _scan(step, carry, burn_steps)
     local = jnp.arange(config.num_draws, dtype=jnp.int32)
     starts = first_step + burn + config.num_steps_bw_draws * local
     index = first_draw + local
     width = sum(x.size for x in jax.tree.leaves(anchor)) if config.record_scale else 0
     dtype = burnin_delta.dtype
     zeros = jnp.zeros((config.num_chains, width), dtype)
-    carry, (delta, dist, checked, proj, acc, vir, observed) = jax.lax.scan(
+    carry, (delta, dist, checked, proj, acc, vir, observed) = _scan(
         draw, (carry, (zeros, zeros)), (starts, index)
     )
     carry, (scale_sum, scale_max) = carry
@@ -317,6 +315,32 @@ def _run(
         observed={name: jnp.moveaxis(x, 0, 1) for name, x in observed.items()},
         virial=vir.T,
     )
+
+
+def _scan(body, carry, xs):
+    """``jax.lax.scan``, but a scan of length 0 is not compiled (only its shapes traced).
+
+    A burn-in segment runs no draws and a chunk of draws no burn-in: each program then
+    compiles one loop body, not two.
+    """
+    if xs[0].shape[0] if isinstance(xs, tuple) else xs.shape[0]:
+        return jax.lax.scan(body, carry, xs)
+    first = jax.tree.map(lambda x: x[0] if x.shape[0] else jnp.zeros(x.shape[1:], x.dtype), xs)
+    shapes = jax.eval_shape(body, carry, first)[1]
+    return carry, jax.tree.map(lambda s: jnp.zeros((0, *s.shape), s.dtype), shapes)
+
+
+def _start_carry(anchor: ArrayTree, hyper: Hyper, config: RunConfig) -> tuple:
+    """``(states, first_nonfinite_step, first_step, first_draw)`` of chains at ``anchor``."""
+    sampler = samplers.SAMPLERS[config.sampler]
+    positions = jax.tree.map(lambda p: jnp.broadcast_to(p, (config.num_chains, *p.shape)), anchor)
+    states = jax.vmap(lambda p: sampler.init(p, hyper.options))(positions)
+    return states, jnp.full((config.num_chains,), -1, jnp.int32), jnp.int32(0), jnp.int32(0)
+
+
+start_carry = jax.jit(_start_carry, static_argnames=("config",))
+start_carry.__doc__ = """The ``resume`` of a run from ``anchor``, to call a chunked program as one
+program whether it starts at ``anchor`` or resumes (a ``resume`` of None traces another)."""
 
 
 def _observers(loss_fn, config: RunConfig, anchor, observe):

@@ -68,11 +68,14 @@ def curvature_model(
     localization: float,
     batch_size: int | None = None,
     eval_rows: int = 8192,
+    copies: int = 1,
 ) -> CurvatureModel:
     """Curvature and gradient noise at w*: the default grid's unit and the stability bound.
 
     Costs 30 Hessian-vector products on up to ``eval_rows`` samples and 32 on minibatches
-    (16 on the ``eval_rows`` for full batch). (The rule's bias prediction uses the same
+    (16 on the ``eval_rows`` for full batch), ``copies`` times with their own keys
+    (averaged: pass the run's chain count, and the probe shares the program that probes
+    the chains' positions). (The rule's bias prediction uses the same
     two quantities, but measured where each calibration setting's chains ended: see the
     module docstring.)
 
@@ -89,7 +92,7 @@ def curvature_model(
     head = jax.tree.map(lambda x: x[:rows], data)
     lanczos_key, probe_key = jax.random.split(rng_key)
     mu = float(largest_eigenvalue_magnitude(lanczos_key, loss_fn, params, head))
-    diag, variance = _local_noise(probe_key, loss_fn, params, data, head, batch_size)
+    diag, variance = _local_noise(probe_key, loss_fn, params, data, head, batch_size, copies)
     return CurvatureModel(mu, diag, variance, 1.0 / (nbeta * mu + localization))
 
 
@@ -142,11 +145,11 @@ def _probe_noise(rng_key, loss_fn, positions, data, head, batch_size):
     return jax.vmap(at)(jax.random.split(rng_key, chains), positions)
 
 
-def _local_noise(rng_key, loss_fn, params, data, head, batch_size):
-    """:func:`_probe_noise` at one point, as ``(d,)`` host arrays."""
-    one = jax.tree.map(lambda x: jnp.asarray(x)[None], params)
-    diag, variance = _probe_noise(rng_key, loss_fn, one, data, head, batch_size)
-    return np.asarray(diag[0], np.float64), np.asarray(variance[0], np.float64)
+def _local_noise(rng_key, loss_fn, params, data, head, batch_size, copies=1):
+    """:func:`_probe_noise` at one point, ``copies`` times averaged, as ``(d,)`` host arrays."""
+    rows = jax.tree.map(lambda x: jnp.broadcast_to(x, (copies, *jnp.shape(x))), params)
+    diag, variance = _probe_noise(rng_key, loss_fn, rows, data, head, batch_size)
+    return (np.mean(np.asarray(x, np.float64), axis=0) for x in (diag, variance))
 
 
 def _bias(plan, diag, variance, steps):
