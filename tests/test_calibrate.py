@@ -1,5 +1,6 @@
 """Calibration: the grid runs as one program, the bias model is right, the rule is stated."""
 
+import logging
 from types import SimpleNamespace
 
 import jax
@@ -199,17 +200,24 @@ def test_auto_step_size_spreads_the_chains_along_soft_directions():
     assert abs(r.llc_mean - exact) <= allowed, (r.llc_mean, exact, allowed)
 
 
-def test_the_spread_stops_at_once_without_soft_directions():
+def test_the_spread_stops_at_once_without_soft_directions(caplog):
     # A regular quadratic (curvatures 1 to 2, every nbeta mu_i >> gamma): the loss is at
     # its level within a few hundred steps, so the spread stops at one of its first checks
     # (from one relaxation time of the localizer on) instead of running its three. The
     # check needs the precision of many chains (16 here; with 4 it ran to the end).
+    # Every spread and burn-in call is one compiled program (the first call resumes from
+    # the carry at w* too), the draws a second; the noise probe at w* shares the program
+    # that probes the chains' positions.
     def loss_fn(w, batch):
         return 0.5 * jnp.sum(jnp.linspace(1.0, 2.0, 6) * w**2)
 
-    r = llc.estimate_llc(
-        jax.random.key(1), loss_fn, jnp.zeros(6), dummy_data(N), num_chains=16, num_draws=2000
-    )
+    with jax.log_compiles(), caplog.at_level(logging.WARNING, logger="jax._src.dispatch"):
+        r = llc.estimate_llc(
+            jax.random.key(1), loss_fn, jnp.zeros(6), dummy_data(N), num_chains=16, num_draws=2000
+        )
+    compiled = [m for m in caplog.messages if m.startswith("Finished XLA compilation of")]
+    assert sum("jit(_run)" in m for m in compiled) == 2, compiled
+    assert sum("jit(_probe_noise)" in m for m in compiled) == 1, compiled
     plan = spread.spread_plan(r.calibration, "sgld", 2000)
     full = spread.spread_steps(plan.step_size, 1.0, plan.cap)
     assert 0 < r.spread_steps - plan.settle < full, (r.spread_steps, full)
