@@ -108,7 +108,9 @@ def auto(plan: Plan, hyper, config, start: Start | None = None):
     resume, parts, steps, check_at, passed = start.resume, [], 0, 2 * window, None
     while steps < cap:
         size = min(window, cap - steps)
-        resume, part, alive = segment(plan, start.hyper, resume, chunk, start.steps + steps, size)
+        resume, part, alive, _ = segment(
+            plan, start.hyper, resume, chunk, start.steps + steps, size
+        )
         steps += size
         parts.append(part)
         if not alive.any():
@@ -162,15 +164,17 @@ def burnin_chunk(plan: Plan, config):
 def segment(plan: Plan, hyper, resume, chunk, done: int, size: int):
     """``size`` more burn-in steps after ``done`` (one compiled call resuming ``resume``).
 
-    Returns ``(resume, burnin_delta, alive)``: the carry to resume from, the segment's host
-    trace and which chains have not diverged.
+    Returns ``(resume, burnin_delta, alive, virial)``: the carry to resume from, the
+    segment's host trace, which chains have not diverged and the host trace of
+    ``(w_t - w*) . grad U(w_t)``.
     """
     if resume is None:  # the carry at w*: every segment then shares one compiled program
         resume = loop.start_carry(plan.params, hyper, chunk)
     out = run_chunk(plan, hyper, resume, chunk._replace(num_burnin_steps=size))
     states, first_bad = out.final_carry
     resume = (states, first_bad, jax.numpy.int32(done + size), jax.numpy.int32(0))
-    return resume, mesh.to_host(out.burnin_delta), mesh.to_host(first_bad) < 0
+    host = mesh.to_host((out.burnin_delta, first_bad, out.burnin_virial))
+    return resume, host[0], host[1] < 0, host[2]
 
 
 def follow_limits(num_burnin_steps: int) -> tuple[int, int]:
@@ -218,7 +222,7 @@ def follow(plan: Plan, hyper, config, start: Start | None = None):
     while steps < limit:
         this = min(size, total - steps) if steps < total else size
         history.append(float(hyper.step_size))
-        resume, part, alive = segment(plan, hyper, resume, chunk, start.steps + steps, this)
+        resume, part, alive, _ = segment(plan, hyper, resume, chunk, start.steps + steps, this)
         steps += this
         parts.append(part)
         if not alive.any():

@@ -59,7 +59,8 @@ def estimate_llc(
             step size it recommends; the calibration is kept in ``result.calibration``.
             With SGLD the chains then first spread along the soft and flat directions
             at a larger step (the largest stable one of the grid, at most 16 times the
-            chosen one) until their loss stops rising (judged from one localizer
+            chosen one) until their loss stops rising and they stop moving out (the
+            virial ratio, as for ``not_equilibrated``; judged from one localizer
             relaxation time ``1 / (step * localization)`` on), for at most three and 8
             spans of the draws,
             then at least 500 steps at the chosen step (:func:`llc.spread.spread`;

@@ -87,6 +87,7 @@ class RunOutput(NamedTuple):
     spread: tuple = ()  # (step size, steps) of the spread before the burn-in, or ()
     observed: dict = {}  # name -> (chains, draws[, m, ...]): observable minus its value at w*
     virial: Array = ()  # (chains, draws): (w_t - w*) . grad U(w_t), the drift's own gradient
+    burnin_virial: Array = ()  # (chains, burnin): the same over the burn-in steps
 
 
 def make_hyper(
@@ -289,7 +290,7 @@ def _run(
     first_step, first_draw = resume[2], resume[3]
     burn = config.num_burnin_steps
     burn_steps = first_step + jnp.arange(burn, dtype=jnp.int32)
-    carry, (burnin_delta, *_) = _scan(step, carry, burn_steps)
+    carry, (burnin_delta, _, _, burnin_virial) = _scan(step, carry, burn_steps)
     local = jnp.arange(config.num_draws, dtype=jnp.int32)
     starts = first_step + burn + config.num_steps_bw_draws * local
     index = first_draw + local
@@ -314,6 +315,7 @@ def _run(
         carry if config.chunked else (),
         observed={name: jnp.moveaxis(x, 0, 1) for name, x in observed.items()},
         virial=vir.T,
+        burnin_virial=burnin_virial.T,
     )
 
 

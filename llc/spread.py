@@ -20,7 +20,9 @@ from llc.burnin import (
     unit_steps,
 )
 from llc.calibration import MAX_STIFFNESS
+from llc.flags import VIRIAL_REL, VIRIAL_T
 from llc.plan import Plan, Spread
+from llc.trace_stats import virial_ratio
 
 __all__ = [
     "SPREAD_MAX_FACTOR",
@@ -102,9 +104,9 @@ def spread(plan: Plan, hyper, config) -> Start:
     bias (on deep linear networks the estimate of a 20,000-step run was still 10% low,
     see the defaults page of the docs). At a step ``F`` times larger it takes ``F`` times
     fewer: :func:`spread_steps` steps, ``SPREAD_RELAXATIONS`` relaxation times (95% of
-    the spread), at most ``plan.spread.cap``, or fewer where the loss stops rising before
-    (:func:`_settled`, from one relaxation time on; with few chains the check rarely
-    passes, and the spread runs its three relaxation times).
+    the spread), at most ``plan.spread.cap``, or fewer where the loss stops rising and the chains
+    stop moving out before (:func:`_settled`, from one relaxation time on; with few chains
+    the check rarely passes, and the spread runs its three relaxation times).
     The larger step also inflates the stiff directions; ``plan.spread.settle`` steps at
     the calibrated step let them settle back (a direction of stiffness ``s k`` per step
     keeps an excess ``(F - 1) s k / 8`` of ``nbeta (L - L*)`` and loses it at the rate
@@ -136,7 +138,9 @@ def spread(plan: Plan, hyper, config) -> Start:
         steps = unit * min(units, plan.spread.cap // unit)  # whole units, within the cap
         hot = hyper._replace(step_size=hyper.step_size * (step / base))
         first = math.ceil(1.0 / (step * plan.localization))  # one relaxation time
-        settled = functools.partial(_settled, nbeta=plan.nbeta, unit=unit, first=first)
+        settled = functools.partial(
+            _settled, nbeta=plan.nbeta, unit=unit, first=first, dimension=plan.moving_dimension
+        )
         resume, trace, alive = _units(plan, hot, None, chunk, 0, steps, unit, settled)
         steps = trace.shape[1]
         if alive.all():
@@ -153,33 +157,51 @@ def spread(plan: Plan, hyper, config) -> Start:
 def _units(plan: Plan, hyper, resume, chunk, done: int, steps: int, unit: int, until=None):
     """``steps`` steps as :func:`segment` calls of ``unit`` steps (one compiled program).
 
-    Stops early once a chain is lost, or once ``until(parts)`` holds for the host traces
-    of the calls so far. Returns ``(resume, trace, alive)`` as :func:`segment` does, the
-    trace of the steps run.
+    Stops early once a chain is lost, or once ``until(parts, virials)`` holds for the host
+    loss and virial traces of the calls so far. Returns ``(resume, trace, alive)`` as
+    :func:`segment` does, the trace of the steps run.
     """
-    parts, alive = [], None
+    parts, virials, alive = [], [], None
     for start in range(0, steps, unit):
-        resume, part, alive = segment(plan, hyper, resume, chunk, done + start, unit)
+        resume, part, alive, virial = segment(plan, hyper, resume, chunk, done + start, unit)
         parts.append(part)
-        if not alive.all() or (until is not None and until(parts)):
+        virials.append(virial)
+        if not alive.all() or (until is not None and until(parts, virials)):
             break
     return resume, np.concatenate(parts, axis=1), alive
 
 
-def _settled(parts: list, nbeta: float, unit: int, first: int) -> bool:
-    """Whether the spread's chains have stopped rising (judged at 2, 4, 8, ... units).
+def _settled(parts: list, virials: list, nbeta: float, unit: int, first: int, dimension: int):
+    """Whether the spread's chains have stopped spreading (judged at 2, 4, 8, ... units).
 
     Not before ``first`` steps, one relaxation time of the localizer at the spread's
     step: earlier, a short window's loose precision can pass a deep network's slow rise
     for flat (held-out DLN 5-5-5-5-5: stopped after 500 steps, -23%).
 
-    The test of ``num_burnin_steps="auto"`` (:func:`llc.burnin.passes`: the rise from
-    ``[T/4, T/2)`` to ``[T/2, T)`` bounded below tolerance, R-hat at most 1.05 over the
-    later half). Without soft directions that can be at the first check, given the
-    chains for the precision; along them, not before they have spread (a diffusive rise
-    the growing windows keep seeing).
+    Two tests, both over the calls so far:
+
+    - the loss has stopped rising: the test of ``num_burnin_steps="auto"``
+      (:func:`llc.burnin.passes`: the rise from ``[T/4, T/2)`` to ``[T/2, T)`` bounded
+      below tolerance, R-hat at most 1.05 over the later half);
+    - the chains have stopped moving out: over ``[T/2, T)`` the virial ratio
+      ``E[(w - w*) . grad U] / d`` is not below 1 by the margins of the
+      ``not_equilibrated`` flag. For SGLD at step ``e`` a stationary chain has
+      ``E|w' - w*|^2 = E|w - w*|^2``, which gives ``E[(w - w*) . grad U] = d + e/4
+      E|grad U|^2``, at least d at any step; a ratio below 1 means ``|w - w*|`` is
+      still growing. The loss alone can plateau while the chains still move out (a tanh
+      MLP on digits: flat from 2,000 to 4,000 steps, then up 12%).
+
+    Without soft directions both can pass at the first check, given the chains for the
+    precision; along them, not before the chains have spread.
     """
     count = len(parts)
     if count < 2 or count & (count - 1) or count * unit < first:
         return False
-    return bool(passes(np.concatenate(parts, axis=1).astype(np.float64) * nbeta, unit))
+    if not passes(np.concatenate(parts, axis=1).astype(np.float64) * nbeta, unit):
+        return False
+    later = np.concatenate(virials[count // 2 :], axis=1).astype(np.float64)
+    if not np.all(np.isfinite(later)):
+        return False
+    _, ratio, stderr = virial_ratio(later, dimension)
+    low = 1.0 - ratio
+    return not (low > VIRIAL_REL and low > VIRIAL_T * stderr)

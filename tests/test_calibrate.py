@@ -1,5 +1,6 @@
 """Calibration: the grid runs as one program, the bias model is right, the rule is stated."""
 
+import functools
 import logging
 from types import SimpleNamespace
 
@@ -223,6 +224,32 @@ def test_the_spread_stops_at_once_without_soft_directions(caplog):
     assert 0 < r.spread_steps - plan.settle < full, (r.spread_steps, full)
     exact = quadratic_target(np.linspace(1.0, 2.0, 6), NBETA, 1.0)
     assert abs(r.llc_mean - exact) <= 4 * r.llc_stderr + 0.025 * exact, r.llc_mean
+
+
+def test_the_spread_waits_for_the_chains_to_stop_moving_out():
+    # A stationary SGLD chain at step e keeps E|w - w*|^2 constant, so its virial
+    # E[(w - w*) . grad U] is d + e/4 E|grad U|^2, at least d: on U = a |w|^2 / 2 the
+    # chain's variance is 1 / (a (1 - e a / 4)) and both sides are d / (1 - e a / 4).
+    # Checked on a simulated chain (d = 50, e a = 0.4, 4 chains x 4,000 steps), then the
+    # stop rule: a loss that has stopped rising ends the spread only if the virial ratio
+    # over the later half is not below 1 (here 0.8: the chains still move out).
+    rng = np.random.default_rng(0)
+    d, a, e, chains, steps = 50, 1.0, 0.4, 4, 4000
+    w = rng.normal(size=(chains, d)) / np.sqrt(a * (1 - e * a / 4))
+    virial = np.empty((chains, steps))
+    for t in range(steps):
+        w = w - e / 2 * a * w + np.sqrt(e) * rng.normal(size=w.shape)
+        virial[:, t] = a * np.sum(w**2, axis=1)
+    ratio = virial.mean() / d
+    assert abs(ratio * (1 - e * a / 4) - 1) < 0.02, ratio
+    unit, nbeta = 500, 1.0
+    loss = [10.0 + rng.normal(size=(chains, unit)) for _ in range(8)]
+    settled = functools.partial(spread._settled, nbeta=nbeta, unit=unit, first=unit, dimension=d)
+    spread_out = [np.full((chains, unit), 1.0 * d) + rng.normal(size=(chains, unit))] * 8
+    moving = [np.full((chains, unit), 0.8 * d) + rng.normal(size=(chains, unit))] * 8
+    assert settled(loss, spread_out)
+    assert not settled(loss, moving)
+    assert not settled(loss[:3], spread_out[:3])  # checks at 2, 4, 8, ... units only
 
 
 def test_spread_step_is_the_largest_stable_step_of_the_grid():
