@@ -72,6 +72,7 @@ NUM_DATA = 10_000
 FL_FACTOR = 10  # Furman & Lau: total steps = 10 x draws, the draws the last 10%
 SAMPLING_KEY = 1
 NUTS_KEY, NUTS_CHAINS, NUTS_DRAWS = 5, 8, 1000  # the DLN references
+DLN_NUTS = {"key": NUTS_KEY, "chains": NUTS_CHAINS, "warmup": 1000, "draws": NUTS_DRAWS}
 TOLERANCE, MEDIAN_GOAL, COST_GOAL, UNFLAGGED = 0.08, 0.03, 2.0, 0.10
 ESCAPE_FLAGS = ("lower_loss_escape", "negative_estimate")
 
@@ -165,9 +166,8 @@ def cached_reference(key: str, params, x, seed: int) -> dict:
     A stored reference is reused only if it was computed with the same NUTS settings
     (delete the file to recompute them all).
     """
-    settings = {"key": NUTS_KEY, "chains": NUTS_CHAINS, "warmup": 1000, "draws": NUTS_DRAWS}
     loss_fn, data = llc.relabel(_chain, params, x)
-    return cached(key, settings, lambda: nuts_reference(params, x, loss_fn, data, seed))
+    return cached(key, DLN_NUTS, lambda: nuts_reference(params, x, loss_fn, data, seed))
 
 
 def cached(key: str, settings: dict, compute) -> dict:
@@ -200,19 +200,24 @@ def nuts_reference(params, x, loss_fn, data, seed: int) -> dict:
         exact, fast = float(loss_fn(point, data)), float(moment(point, None))
         if abs(fast - exact) > 1e-4 * abs(exact) + 1e-9:
             raise RuntimeError(f"moment form {fast} != data loss {exact} at scale {scale}")
+    return nuts_run(moment, params, data, DLN_NUTS)
+
+
+def nuts_run(loss_fn, params, data, settings: dict) -> dict:
+    """Full-batch NUTS from ``params`` (``settings``: key, chains, warmup, draws), summarised."""
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         r = llc.estimate_llc(
-            jax.random.key(NUTS_KEY),
-            moment,
+            jax.random.key(settings["key"]),
+            loss_fn,
             params,
             data,
             step_size=None,
             sampler="nuts",
-            num_chains=NUTS_CHAINS,
-            num_burnin_steps=1000,
-            num_draws=NUTS_DRAWS,
+            num_chains=settings["chains"],
+            num_burnin_steps=settings["warmup"],
+            num_draws=settings["draws"],
             progress_bar=False,
         )
     return {
@@ -339,40 +344,13 @@ def digits_mlp_target(widths, seed, quick=False):
     if quick:
         return {**target, "reference": float("nan"), "reference_kind": "none (--quick)"}
     key = f"{'-'.join(map(str, widths))} tanh MLP digits seed {seed} adam {NETWORK_TRAIN_STEPS}"
-    nuts = cached(key, NETWORK_NUTS, lambda: network_reference(loss_fn, params, data))
+    nuts = cached(key, NETWORK_NUTS, lambda: nuts_run(loss_fn, params, data, NETWORK_NUTS))
     return {
         **target,
         "reference": nuts["llc_mean"],
         "reference_stderr": nuts["llc_stderr"],
         "reference_nuts": nuts,
         "reference_kind": "full-batch NUTS at the trained point (no exact value)",
-    }
-
-
-def network_reference(loss_fn, params, data) -> dict:
-    """Full-batch NUTS (``NETWORK_NUTS``) on the network's data loss from its trained point."""
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        r = llc.estimate_llc(
-            jax.random.key(NETWORK_NUTS["key"]),
-            loss_fn,
-            params,
-            data,
-            step_size=None,
-            sampler="nuts",
-            num_chains=NETWORK_NUTS["chains"],
-            num_burnin_steps=NETWORK_NUTS["warmup"],
-            num_draws=NETWORK_NUTS["draws"],
-            progress_bar=False,
-        )
-    return {
-        "llc_mean": float(r.llc_mean),
-        "llc_stderr": float(r.llc_stderr),
-        "llc_per_chain": [float(v) for v in r.llc_per_chain],
-        "rhat": float(r.rhat),
-        "flags": list(r.flags),
-        "wall_s": time.perf_counter() - start,
     }
 
 
