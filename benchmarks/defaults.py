@@ -43,7 +43,8 @@ issue 29 (every case within 8%, median <= 3%, cost <= 2x (c)) is met.
 Usage: ``python benchmarks/defaults.py`` (``--skip-auto-burnin-above D``: no setting (b)
 for targets with more than D parameters; ``--only NAME ...``: a subset; ``--chains C``: C
 chains in every setting instead of 4, with ``--out`` for another folder; ``--seed-offset K``:
-target i built with seed i + K, held-out instances).
+target i built with seed i + K, held-out instances; ``--sampling-key K``: every sampling
+run with ``jax.random.key(K)``, other chains on the same targets).
 ``--quick``: two small targets, 200 draws. Outputs: a table and
 ``results/defaults/defaults.json`` (rewritten after every target); the NUTS references
 are kept in ``results/defaults/nuts_references.json`` and reused while their settings
@@ -364,13 +365,13 @@ def build(kind, spec, seed, quick):
     return regular_target(spec, seed)
 
 
-def run(target: dict, settings: dict) -> dict:
-    """One ``estimate_llc`` call on ``target``, quietly (the flags stay on the result)."""
+def run(target: dict, settings: dict, key: int = SAMPLING_KEY) -> dict:
+    """One ``estimate_llc`` call on ``target`` with ``jax.random.key(key)``, quietly."""
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         r = llc.estimate_llc(
-            jax.random.key(SAMPLING_KEY),
+            jax.random.key(key),
             target["loss_fn"],
             target["params"],
             target["data"],
@@ -469,6 +470,12 @@ def main() -> None:
         default=0,
         help="build target i with seed i + K (held-out instances of the same kinds)",
     )
+    parser.add_argument(
+        "--sampling-key",
+        type=int,
+        default=SAMPLING_KEY,
+        help=f"the key of every sampling run (default {SAMPLING_KEY})",
+    )
     args, out = parse_args(
         parser, "defaults", quick=f"{', '.join(QUICK_TARGETS)}; {QUICK_DRAWS} draws"
     )
@@ -488,7 +495,7 @@ def main() -> None:
                 "num_draws": draws,
             },
         },
-        "sampling_key": SAMPLING_KEY,
+        "sampling_key": args.sampling_key,
         "num_data": NUM_DATA,
         "point_seeds": f"target i is built with seed i + {offset}",
         "skip_auto_burnin_above": args.skip_auto_burnin_above,
@@ -503,16 +510,16 @@ def main() -> None:
     start = time.perf_counter()
     for seed, name, kind, spec in suite:
         target = build(kind, spec, seed, args.quick)
-        runs = {"a": run(target, default)}
+        runs = {"a": run(target, default, args.sampling_key)}
         if args.skip_auto_burnin_above is None or target["d"] <= args.skip_auto_burnin_above:
-            runs["b"] = run(target, {**default, "num_burnin_steps": "auto"})
+            runs["b"] = run(target, {**default, "num_burnin_steps": "auto"}, args.sampling_key)
         fixed = {
             "step_size": runs["a"]["step_size"],
             "num_burnin_steps": (FL_FACTOR - 1) * draws,
             "num_draws": draws,
             "num_chains": args.chains,
         }
-        runs["c"] = run(target, fixed)
+        runs["c"] = run(target, fixed, args.sampling_key)
         row = {
             "name": name,
             "kind": kind,

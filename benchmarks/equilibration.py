@@ -120,7 +120,7 @@ def sample(target, step: float, burnin: int, draws: int, every: int = 1, start=N
     dtype = jnp.result_type(*jax.tree.leaves(plan.params))
     hyper = loop.make_hyper(step, plan.nbeta, plan.localization, plan.init_loss, dtype)
     chunk = plan.config._replace(num_draws=0, chunked=True, progress_total=1)
-    resume, first, _ = segment(plan, hyper, None, chunk, 0, 1)
+    resume, first, _, _ = segment(plan, hyper, None, chunk, 0, 1)
     if start:  # the first step from w*, then every chain moved to its own start
         starts = laplace_starts(
             jax.random.key(START_KEY), target, plan.nbeta, plan.localization, CHAINS
@@ -128,7 +128,7 @@ def sample(target, step: float, burnin: int, draws: int, every: int = 1, start=N
         if start == "projected":
             starts = projected(target, plan.nbeta, starts)
         resume = (resume[0]._replace(position=starts), *resume[1:])
-    resume, rest, _ = segment(plan, hyper, resume, chunk, 1, burnin)
+    resume, rest, _, _ = segment(plan, hyper, resume, chunk, 1, burnin)
     out = execute_chunks(plan, hyper, plan.config, resume, np.concatenate([first, rest], 1))
     result = assemble(plan, out, t0)
     return result, time.perf_counter() - t0, np.asarray(out.virial, np.float64) / plan.num_params

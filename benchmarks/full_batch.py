@@ -110,13 +110,13 @@ def continued(problem, loss_fn, settings: dict, step: float, factors, seed: int)
             step_size, base.nbeta, base.localization, base.init_loss, dtype, 0, base.options
         )
 
-    start, first, _ = segment(base, hyper_at(step), None, burnin_chunk(base), 0, burnin)
+    start, first, _, _ = segment(base, hyper_at(step), None, burnin_chunk(base), 0, burnin)
     rows = []
     for factor in factors:
         plan = plan_with(round(settings["num_draws"] / factor))
         more = round(2 * settings["num_draws"] / factor)
         slower = hyper_at(step * factor)
-        resume, second, _ = segment(plan, slower, start, burnin_chunk(plan), burnin, more)
+        resume, second, _, _ = segment(plan, slower, start, burnin_chunk(plan), burnin, more)
         out = execute_chunks(
             plan,
             slower,

@@ -104,9 +104,10 @@ def spread(plan: Plan, hyper, config) -> Start:
     bias (on deep linear networks the estimate of a 20,000-step run was still 10% low,
     see the defaults page of the docs). At a step ``F`` times larger it takes ``F`` times
     fewer: :func:`spread_steps` steps, ``SPREAD_RELAXATIONS`` relaxation times (95% of
-    the spread), at most ``plan.spread.cap``, or fewer where the loss stops rising and the chains
-    stop moving out before (:func:`_settled`, from one relaxation time on; with few chains
-    the check rarely passes, and the spread runs its three relaxation times).
+    the spread), at most ``plan.spread.cap``, or fewer where the loss stops rising and
+    the chains stop moving out before (:func:`_settled`, from one relaxation time on;
+    with few chains the check rarely passes, and the spread runs its three relaxation
+    times).
     The larger step also inflates the stiff directions; ``plan.spread.settle`` steps at
     the calibrated step let them settle back (a direction of stiffness ``s k`` per step
     keeps an excess ``(F - 1) s k / 8`` of ``nbeta (L - L*)`` and loses it at the rate

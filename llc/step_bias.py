@@ -149,7 +149,7 @@ def _local_noise(rng_key, loss_fn, params, data, head, batch_size, copies=1):
     """:func:`_probe_noise` at one point, ``copies`` times averaged, as ``(d,)`` host arrays."""
     rows = jax.tree.map(lambda x: jnp.broadcast_to(x, (copies, *jnp.shape(x))), params)
     diag, variance = _probe_noise(rng_key, loss_fn, rows, data, head, batch_size)
-    return (np.mean(np.asarray(x, np.float64), axis=0) for x in (diag, variance))
+    return tuple(np.mean(np.asarray(x, np.float64), axis=0) for x in (diag, variance))
 
 
 def _bias(plan, diag, variance, steps):
