@@ -118,6 +118,7 @@ def execute_chunks(plan: Plan, hyper, config, resume=None, burnin_trace=None) ->
         burnin_delta=first.burnin_delta
         if burnin_trace is None
         else burnin_trace.astype(first.delta.dtype),
+        burnin_virial=first.burnin_virial if burnin_trace is None else (),
         delta=joined("delta"),
         distance=joined("distance"),
         first_nonfinite_step=parts[-1].first_nonfinite_step,

@@ -87,7 +87,8 @@ class RunOutput(NamedTuple):
     spread: tuple = ()  # (step size, steps) of the spread before the burn-in, or ()
     observed: dict = {}  # name -> (chains, draws[, m, ...]): observable minus its value at w*
     virial: Array = ()  # (chains, draws): (w_t - w*) . grad U(w_t), the drift's own gradient
-    burnin_virial: Array = ()  # (chains, burnin): the same over the burn-in steps
+    burnin_virial: Array = ()  # (chains, burnin): the same over this call's burn-in steps
+    # (a segmented burn-in reads it per segment; () in the merged output then)
 
 
 def make_hyper(
@@ -211,7 +212,9 @@ def _run(
             )
         states = shard_states(states)
         bad = ~jnp.isfinite(delta) | (hyper.nbeta * delta > blowup)
-        first_bad = jnp.where((first_bad < 0) & bad, t, first_bad)
+        first_bad = mesh.shard_per_chain(
+            config.mesh, jnp.where((first_bad < 0) & bad, t, first_bad)
+        )
         if config.progress_rate:
             jax.lax.cond(
                 (t % config.progress_rate == 0)
@@ -234,17 +237,7 @@ def _run(
     structure = jax.tree.structure(anchor)
 
     def shard_states(states):
-        """Params-shaped state fields by the param specs, the rest per chain."""
-        if config.mesh is None:
-            return states
-        return type(states)(
-            *[
-                mesh.shard_params(config.mesh, f, config.param_specs, leading_chain=True)
-                if jax.tree.structure(f) == structure
-                else mesh.shard_per_chain(config.mesh, f)
-                for f in states
-            ]
-        )
+        return _shard_states(config, structure, states)
 
     def draw(carry, xs):
         carry, (scale_sum, scale_max) = carry
@@ -285,7 +278,7 @@ def _run(
         return (carry, (scale_sum, scale_max)), (delta, dist, checked, proj, acc, vir, observed)
 
     if resume is None:
-        resume = _start_carry(anchor, hyper, config)
+        resume = (*_start_carry(anchor, hyper, config), jnp.int32(0), jnp.int32(0))
     carry = (shard_states(resume[0]), resume[1])
     first_step, first_draw = resume[2], resume[3]
     burn = config.num_burnin_steps
@@ -325,24 +318,48 @@ def _scan(body, carry, xs):
     A burn-in segment runs no draws and a chunk of draws no burn-in: each program then
     compiles one loop body, not two.
     """
-    if xs[0].shape[0] if isinstance(xs, tuple) else xs.shape[0]:
+    if jax.tree.leaves(xs)[0].shape[0]:
         return jax.lax.scan(body, carry, xs)
-    first = jax.tree.map(lambda x: x[0] if x.shape[0] else jnp.zeros(x.shape[1:], x.dtype), xs)
+    first = jax.tree.map(lambda x: jnp.zeros(x.shape[1:], x.dtype), xs)
     shapes = jax.eval_shape(body, carry, first)[1]
     return carry, jax.tree.map(lambda s: jnp.zeros((0, *s.shape), s.dtype), shapes)
 
 
+def _shard_states(config: RunConfig, structure, states):
+    """Params-shaped state fields by the param specs, the rest per chain (with a mesh)."""
+    if config.mesh is None:
+        return states
+    return type(states)(
+        *[
+            mesh.shard_params(config.mesh, f, config.param_specs, leading_chain=True)
+            if jax.tree.structure(f) == structure
+            else mesh.shard_per_chain(config.mesh, f)
+            for f in states
+        ]
+    )
+
+
 def _start_carry(anchor: ArrayTree, hyper: Hyper, config: RunConfig) -> tuple:
-    """``(states, first_nonfinite_step, first_step, first_draw)`` of chains at ``anchor``."""
+    """``(states, first_nonfinite_step)`` of chains at ``anchor``, sharded as a run's carry."""
     sampler = samplers.SAMPLERS[config.sampler]
     positions = jax.tree.map(lambda p: jnp.broadcast_to(p, (config.num_chains, *p.shape)), anchor)
     states = jax.vmap(lambda p: sampler.init(p, hyper.options))(positions)
-    return states, jnp.full((config.num_chains,), -1, jnp.int32), jnp.int32(0), jnp.int32(0)
+    states = _shard_states(config, jax.tree.structure(anchor), states)
+    first_bad = mesh.shard_per_chain(config.mesh, jnp.full((config.num_chains,), -1, jnp.int32))
+    return states, first_bad
 
 
-start_carry = jax.jit(_start_carry, static_argnames=("config",))
-start_carry.__doc__ = """The ``resume`` of a run from ``anchor``, to call a chunked program as one
-program whether it starts at ``anchor`` or resumes (a ``resume`` of None traces another)."""
+_start_states = jax.jit(_start_carry, static_argnames=("config",))
+
+
+def start_carry(anchor: ArrayTree, hyper: Hyper, config: RunConfig) -> tuple:
+    """The ``resume`` of a chunked run from ``anchor``: ``(states, first_bad, 0, 0)``.
+
+    Sharded as the carry a chunk returns, so that a chunked program is one program whether
+    it starts at ``anchor`` or resumes (a ``resume`` of None would trace another).
+    """
+    states, first_bad = _start_states(anchor, hyper, config)
+    return states, first_bad, jnp.int32(0), jnp.int32(0)
 
 
 def _observers(loss_fn, config: RunConfig, anchor, observe):

@@ -159,8 +159,8 @@ def _units(plan: Plan, hyper, resume, chunk, done: int, steps: int, unit: int, u
     """``steps`` steps as :func:`segment` calls of ``unit`` steps (one compiled program).
 
     Stops early once a chain is lost, or once ``until(parts, virials)`` holds for the host
-    loss and virial traces of the calls so far. Returns ``(resume, trace, alive)`` as
-    :func:`segment` does, the trace of the steps run.
+    loss and virial traces of the calls so far. Returns ``(resume, trace, alive)``: the
+    carry to resume from, the loss trace of the steps run and which chains are alive.
     """
     parts, virials, alive = [], [], None
     for start in range(0, steps, unit):
@@ -189,7 +189,9 @@ def _settled(parts: list, virials: list, nbeta: float, unit: int, first: int, di
       ``not_equilibrated`` flag. For SGLD at step ``e`` a stationary chain has
       ``E|w' - w*|^2 = E|w - w*|^2``, which gives ``E[(w - w*) . grad U] = d + e/4
       E|grad U|^2``, at least d at any step; a ratio below 1 means ``|w - w*|`` is
-      still growing. The loss alone can plateau while the chains still move out (a tanh
+      still growing. The test is one-sided, not a guarantee: stiff directions near the
+      stability bound and minibatch noise raise the ratio and can hide soft directions
+      that still move out. The loss alone can plateau while the chains still move out (a tanh
       MLP on digits: flat from 2,000 to 4,000 steps, then up 12%).
 
     Without soft directions both can pass at the first check, given the chains for the

@@ -74,8 +74,8 @@ def curvature_model(
 
     Costs 30 Hessian-vector products on up to ``eval_rows`` samples and 32 on minibatches
     (16 on the ``eval_rows`` for full batch), ``copies`` times with their own keys
-    (averaged: pass the run's chain count, and the probe shares the program that probes
-    the chains' positions). (The rule's bias prediction uses the same
+    (averaged: pass the run's chain count, and on one device the probe shares the
+    program that probes the chains' positions). (The rule's bias prediction uses the same
     two quantities, but measured where each calibration setting's chains ended: see the
     module docstring.)
 

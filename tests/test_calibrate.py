@@ -207,14 +207,20 @@ def test_the_spread_stops_at_once_without_soft_directions(caplog):
     # (from one relaxation time of the localizer on) instead of running its three. The
     # check needs the precision of many chains (16 here; with 4 it ran to the end).
     # Every spread and burn-in call is one compiled program (the first call resumes from
-    # the carry at w* too), the draws a second; the noise probe at w* shares the program
-    # that probes the chains' positions.
+    # the carry at w* too), the draws a second; on one device the noise probe at w* shares
+    # the program that probes the chains' positions.
     def loss_fn(w, batch):
         return 0.5 * jnp.sum(jnp.linspace(1.0, 2.0, 6) * w**2)
 
     with jax.log_compiles(), caplog.at_level(logging.WARNING, logger="jax._src.dispatch"):
         r = llc.estimate_llc(
-            jax.random.key(1), loss_fn, jnp.zeros(6), dummy_data(N), num_chains=16, num_draws=2000
+            jax.random.key(1),
+            loss_fn,
+            jnp.zeros(6),
+            dummy_data(N),
+            num_chains=16,
+            num_draws=2000,
+            num_devices=1,  # on a mesh the probe at w* is not sharded as the chains are
         )
     compiled = [m for m in caplog.messages if m.startswith("Finished XLA compilation of")]
     assert sum("jit(_run)" in m for m in compiled) == 2, compiled
