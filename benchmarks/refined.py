@@ -92,11 +92,11 @@ def memory(plan, num_masks):
     )
     masks = jax.tree.map(lambda m: jnp.stack([m] * num_masks), plan.mask)
     grid = (
-        llc.loop.run_grid.lower(
+        llc.stacked.run_grid.lower(
             plan.rng_key,
             plan.params,
             plan.data,
-            llc.loop.stack_hypers([hyper] * num_masks),
+            llc.stacked.stack_hypers([hyper] * num_masks),
             None,
             None,
             masks,

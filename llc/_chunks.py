@@ -1,9 +1,11 @@
 """Full-data reductions in fixed-size chunks (bounded memory, one compiled body)."""
 
+from functools import partial
+
 import jax
 import numpy as np
 
-from llc._types import Batch
+from llc._types import Array, ArrayTree, Batch, LossFn
 
 
 def split(data: Batch, chunk: int):
@@ -56,3 +58,29 @@ def host_mean(fn_over_chunks, fn, data: Batch, chunk: int) -> float:
     if tail is not None:
         total += float(np.asarray(fn(tail), np.float64)) * w_tail
     return total
+
+
+@partial(jax.jit, static_argnames=("loss_fn",))
+def _chunk_means(loss_fn: LossFn, params: ArrayTree, chunks: Batch) -> Array:
+    return jax.lax.map(lambda chunk: loss_fn(params, chunk), chunks)
+
+
+def full_data_loss(loss_fn: LossFn, params: ArrayTree, data: Batch, chunk_size: int) -> float:
+    """L_n(params) over all of ``data``, in chunks, combined in float64 on the host.
+
+    Args:
+        loss_fn: the mean loss over a batch.
+        params: the point.
+        data: a pytree of arrays with a leading axis n.
+        chunk_size: rows per evaluation (bounds memory).
+
+    Returns:
+        The full-data mean loss as a Python float.
+    """
+    chunk = min(chunk_size, jax.tree.leaves(data)[0].shape[0])
+    return host_mean(
+        partial(_chunk_means, loss_fn, params),
+        lambda tail: _chunk_means(loss_fn, params, jax.tree.map(lambda x: x[None], tail))[0],
+        data,
+        chunk,
+    )

@@ -55,7 +55,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from llc import loop, mesh, samplers
+from llc import loop, mesh, samplers, stacked
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
 from llc.plan import Plan, make_plan
 from llc.report import assemble
@@ -286,11 +286,11 @@ def _evaluate_grid(plan, config, model, gammas, step_sizes, thresholds) -> dict:
         loop.make_hyper(e, plan.nbeta, g, plan.init_loss, dtype, 0, plan.options)
         for g, e in settings
     ]
-    out = loop.run_grid(
+    out = stacked.run_grid(
         plan.rng_key,
         plan.params,
         plan.data,
-        loop.stack_hypers(hypers),
+        stacked.stack_hypers(hypers),
         plan.direction,
         plan.held,
         plan.mask,

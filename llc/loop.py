@@ -387,11 +387,6 @@ def per_row_loss(loss_fn):
     return per_row
 
 
-def stack_hypers(hypers: list[Hyper]) -> Hyper:
-    """Stack settings on a leading axis, for :func:`run_grid` or :func:`run_checkpoints`."""
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *hypers)
-
-
 def step_scale(sampler, state, hyper, anchor, mask=None):
     """The per-coordinate effective Langevin step at ``state``, raveled.
 
@@ -410,87 +405,11 @@ def step_scale(sampler, state, hyper, anchor, mask=None):
     return jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(scale)])
 
 
+run_one = _run  # traceable: the chains of one run, for llc.stacked to vmap or map
 run_chains = jax.jit(_run, static_argnames=("loss_fn", "config"))
 run_chains.__doc__ = _run.__doc__
-
-
-@partial(jax.jit, static_argnames=("loss_fn", "config", "stacked_masks"))
-def run_grid(
-    rng_key,
-    anchor,
-    data,
-    hypers: Hyper,
-    direction=None,
-    held=None,
-    mask=None,
-    *,
-    loss_fn,
-    config,
-    stacked_masks=False,
-):
-    """:func:`run_chains` for a stack of settings, vectorised in one program.
-
-    Every ``hypers`` leaf has a leading settings axis, and with ``stacked_masks`` every
-    ``mask`` leaf too (one weight mask per setting). All settings share ``rng_key``, so
-    they see the same noise and minibatches (common random numbers).
-    """
-    one = partial(_run, loss_fn=loss_fn, config=config)
-    mask_axis = 0 if stacked_masks else None
-    return jax.vmap(
-        lambda h, m: one(rng_key, anchor, data, h, direction, held, None, m),
-        in_axes=(0, mask_axis),
-    )(hypers, mask)
-
-
-@partial(jax.jit, static_argnames=("loss_fn", "config"))
-def run_checkpoints(
-    rng_keys, anchors, data, hypers: Hyper, mask=None, *, loss_fn, config, per_checkpoint=None
-):
-    """:func:`run_chains` at each of a stack of anchors, inside one program.
-
-    ``anchors``, ``hypers`` and ``rng_keys`` share a leading checkpoint axis; the runs go
-    one after the other (``lax.map``), so memory stays that of one run.
-    ``per_checkpoint``: a dict of data entries stacked on that axis too (the relabelled
-    targets of each checkpoint), merged into the dict ``data`` for its checkpoint.
-    """
-    one = partial(_run, loss_fn=loss_fn, config=config)
-    if per_checkpoint is None:
-        return jax.lax.map(
-            lambda xs: one(xs[0], xs[1], data, xs[2], None, None, None, mask),
-            (rng_keys, anchors, hypers),
-        )
-    return jax.lax.map(
-        lambda xs: one(xs[0], xs[1], {**data, **xs[3]}, xs[2], None, None, None, mask),
-        (rng_keys, anchors, hypers, per_checkpoint),
-    )
 
 
 def full_loss(loss_fn: LossFn, params: ArrayTree, data: Batch, chunk: int) -> Array:
     """The full-data mean loss at ``params``, evaluated ``chunk`` rows at a time (traceable)."""
     return _chunks.mean(lambda c: loss_fn(params, c), data, chunk)
-
-
-@partial(jax.jit, static_argnames=("loss_fn",))
-def _chunk_means(loss_fn: LossFn, params: ArrayTree, chunks: Batch) -> Array:
-    return jax.lax.map(lambda chunk: loss_fn(params, chunk), chunks)
-
-
-def full_data_loss(loss_fn: LossFn, params: ArrayTree, data: Batch, chunk_size: int) -> float:
-    """L_n(params) over all of ``data``, in chunks, combined in float64 on the host.
-
-    Args:
-        loss_fn: the mean loss over a batch.
-        params: the point.
-        data: a pytree of arrays with a leading axis n.
-        chunk_size: rows per evaluation (bounds memory).
-
-    Returns:
-        The full-data mean loss as a Python float.
-    """
-    chunk = min(chunk_size, jax.tree.leaves(data)[0].shape[0])
-    return _chunks.host_mean(
-        partial(_chunk_means, loss_fn, params),
-        lambda tail: _chunk_means(loss_fn, params, jax.tree.map(lambda x: x[None], tail))[0],
-        data,
-        chunk,
-    )

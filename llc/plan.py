@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from llc import _progress, loop, samplers
+from llc import _chunks, _progress, loop, samplers
 from llc import _validation as check
 from llc import mesh as llc_mesh
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
@@ -195,7 +195,7 @@ def make_plan(
 
     params = jax.tree.map(jnp.asarray, params)
     data = jax.tree.map(jnp.asarray, data)
-    init_loss = loop.full_data_loss(loss_fn, params, data, eval_rows)
+    init_loss = _chunks.full_data_loss(loss_fn, params, data, eval_rows)
     check.check_finite_loss(init_loss)
     dtype = jnp.result_type(*jax.tree.leaves(params))
     direction = None
@@ -244,7 +244,7 @@ def _observables(s: Settings, loss_fn, params, config) -> tuple:
     for name, q in means.items():
         check.check_data(q)
         q = means[name] = jax.tree.map(jnp.asarray, q)
-        init[name] = loop.full_data_loss(loss_fn, params, q, config.eval_chunk)
+        init[name] = _chunks.full_data_loss(loss_fn, params, q, config.eval_chunk)
     per_row = config.per_sample_loss_fn or loop.per_row_loss(loss_fn)
     total = 0
     for name, q in samples.items():

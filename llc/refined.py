@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 
-from llc import loop, mesh, samplers
+from llc import loop, mesh, samplers, stacked
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
 from llc.estimator import estimate_llc
 from llc.plan import check_mask, make_plan
@@ -96,20 +96,20 @@ def estimate_refined_llc(
         }
     first = next(iter(masks.values()))
     plan = make_plan(rng_key, loss_fn, params, data, dataclasses.replace(s, weight_mask=first))
-    stacked = jax.tree.map(lambda *ms: jnp.stack(ms), *[m for m, _ in checked.values()])
+    mask_stack = jax.tree.map(lambda *ms: jnp.stack(ms), *[m for m, _ in checked.values()])
     dtype = jnp.result_type(*jax.tree.leaves(plan.params))
     hyper = loop.make_hyper(
         plan.step_size, plan.nbeta, plan.localization, plan.init_loss, dtype, 0, plan.options
     )
-    hypers = loop.stack_hypers([hyper] * len(masks))
-    out = loop.run_grid(
+    hypers = stacked.stack_hypers([hyper] * len(masks))
+    out = stacked.run_grid(
         plan.rng_key,
         plan.params,
         plan.data,
         hypers,
         plan.direction,
         plan.held,
-        stacked,
+        mask_stack,
         loss_fn=plan.loss_fn,
         config=plan.config,
         stacked_masks=True,

@@ -20,9 +20,8 @@ from llc.burnin import (
     unit_steps,
 )
 from llc.calibration import MAX_STIFFNESS
-from llc.flags import VIRIAL_REL, VIRIAL_T
+from llc.flags import not_equilibrated
 from llc.plan import Plan, Spread
-from llc.trace_stats import virial_ratio
 
 __all__ = [
     "SPREAD_MAX_FACTOR",
@@ -203,8 +202,5 @@ def _settled(parts: list, virials: list, nbeta: float, unit: int, first: int, di
     if not passes(np.concatenate(parts, axis=1).astype(np.float64) * nbeta, unit):
         return False
     later = np.concatenate(virials[count // 2 :], axis=1).astype(np.float64)
-    if not np.all(np.isfinite(later)):
-        return False
-    _, ratio, stderr = virial_ratio(later, dimension)
-    low = 1.0 - ratio
-    return not (low > VIRIAL_REL and low > VIRIAL_T * stderr)
+    off = not_equilibrated(later, dimension)  # above 1 (hot, the large step) does not hold it
+    return off is None or off.values["ratio"] > 1.0

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from llc import loop, mesh, samplers
+from llc import loop, mesh, samplers, stacked
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
 from llc.plan import make_plan
 from llc.report import assemble
@@ -141,12 +141,12 @@ def estimate_llc_multitemp(
         )
         for nb in nbetas
     ]
-    stacked = loop.stack_hypers(hypers)
-    out = loop.run_grid(
+    hypers = stacked.stack_hypers(hypers)
+    out = stacked.run_grid(
         plan.rng_key,
         plan.params,
         plan.data,
-        stacked,
+        hypers,
         None,
         None,
         plan.mask,

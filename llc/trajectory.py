@@ -7,8 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from llc import _chunks, loop, mesh, samplers, stacked
 from llc import _validation as check
-from llc import loop, mesh, samplers
 from llc._types import ArrayTree, Batch, LossFn, PRNGKey
 from llc.calibration import calibrate_plan
 from llc.plan import make_plan
@@ -145,7 +145,7 @@ def estimate_llc_trajectory(
         return plan.data if targets is None else {**plan.data, "targets": targets[t]}
 
     init_losses = [plan.init_loss] + [
-        loop.full_data_loss(plan.loss_fn, a, data_at(t), plan.eval_rows)
+        _chunks.full_data_loss(plan.loss_fn, a, data_at(t), plan.eval_rows)
         for t, a in enumerate(anchors[1:], 1)
     ]
     for t, value in enumerate(init_losses):
@@ -168,14 +168,14 @@ def estimate_llc_trajectory(
         loop.make_hyper(a.step_size, a.nbeta, a.localization, a.init_loss, dtype, 0, a.options)
         for a in at
     ]
-    stacked = loop.stack_hypers(hypers)
+    hypers = stacked.stack_hypers(hypers)
     keys = jnp.stack([plan.rng_key] * num_checkpoints)
     shared = plan.data if targets is None else {"inputs": plan.data["inputs"]}
-    out = loop.run_checkpoints(
+    out = stacked.run_checkpoints(
         keys,
         checkpoints,
         shared,
-        stacked,
+        hypers,
         plan.mask,
         loss_fn=plan.loss_fn,
         config=plan.config,
