@@ -19,10 +19,10 @@ dense eigensolver in float64 (``llc.hessian.dense_hessian_eigenvalues``; for d =
 the known diagonal; where diagnose kept the answer of its 512-row subset, ``mu_max`` is
 the subset Hessian's and ``mu_min`` the full-data certificate's); the Hessian-vector
 products spent; the cost of the diagnosis in
-SGLD steps and its ratio to a default ``estimate_llc`` run on the same problem
-(4 chains x (1000 burn-in + 1000 draws) after step_size="auto"'s calibration grid of
-8 x 4 chains x 400 steps = 20,800 chain-steps at the case's batch size; the curvature probes
-and the spread of the automatic step are not counted, so the ratio is an upper bound);
+SGLD steps and its ratio to the default ``estimate_llc`` call on the same problem, run
+there (:func:`default_run`: its calibration grid, burn-in with the spread, and draws, in
+chain-steps at the case's batch; its curvature and noise probes at w* are not counted, so
+the ratio is an upper bound), and the two wall times;
 and, at every saddle, whether following ``diagnosis.estimate_kwargs`` gives a finite,
 non-negative estimate without a ``lower_loss_escape`` flag (a run of estimate_llc's
 default length), beside the quadratic model's expectation at that localization from the
@@ -50,13 +50,10 @@ from _common import parse_args, write
 
 import llc
 from llc import ground_truth
+from llc._run_probe import chain_steps
 from llc.hessian import dense_hessian_eigenvalues
 
 N = 10_000
-# estimate_llc's defaults: 4 chains x (1000 burn-in + 1000 draws), after the calibration grid
-# of step_size="auto" (8 step sizes x 4 chains x (200 + 200) steps); its curvature probes and
-# the spread (0 to 8 draw spans per chain) are left out, so the ratios are upper bounds
-DEFAULT_RUN_CHAIN_STEPS = 4 * (1000 + 1000) + 8 * 4 * (200 + 200)
 DENSE_MAX_D = 500  # above this, the known diagonal is the reference
 REMEDY = {"num_chains": 4, "num_draws": 1000, "num_burnin_steps": 1000}
 REMEDY_QUICK = {"num_chains": 2, "num_draws": 200, "num_burnin_steps": 200}
@@ -334,28 +331,52 @@ def remedy_run(c, rep, mu_max, eigs, run):
     }
 
 
-def after_run(c, run, mu_max):
-    """``diagnose(result=r)`` after an ``estimate_llc`` run at the case's own settings.
+def default_run(c):
+    """The default ``estimate_llc`` call on the case: its result and what it cost.
 
-    The run has estimate_llc's default length (``run``) at step ``0.1 / (nbeta mu_max +
-    gamma)``; its chains are the lower-loss probe when they went as far as diagnose's own
-    would (:func:`llc._run_probe.covers`). The verdict's cost is everything but the
-    remedy checks.
+    The cost is the denominator of the diagnosis's cost ratios.
+    Only the case's own nbeta, localization and batch are passed; everything else is
+    estimate_llc's default (``step_size="auto"``, 4 chains, its burn-in and draws).
+    ``chain_steps`` counts the calibration grid's runs and the chains' burn-in (the spread
+    included) and draws; its curvature and noise probes at w* are left out.
     """
-    step = 0.1 / (c["nbeta"] * max(mu_max, 0.0) + c["gamma"])
-    args = (c["loss_fn"], c["params"], c["data"])
+    t0 = time.perf_counter()
     res = quiet(
         llc.estimate_llc,
-        jax.random.key(2),
-        *args,
-        step_size=step,
+        jax.random.key(3),
+        c["loss_fn"],
+        c["params"],
+        c["data"],
         nbeta=c["nbeta"],
         localization=c["gamma"],
         batch_size=c["batch"],
         progress_bar=False,
-        **run,
     )
+    wall = time.perf_counter() - t0
+    grid = [r for row in res.calibration.results for r in row] if res.calibration else []
+    return res, {
+        "chain_steps": sum(r.num_chains * chain_steps(r) for r in [res, *grid]),
+        "calibration_chain_steps": sum(r.num_chains * chain_steps(r) for r in grid),
+        "burnin_steps": res.num_burnin_steps,
+        "spread_steps": res.spread_steps,
+        "num_draws": res.num_draws,
+        "llc_mean": float(res.llc_mean),
+        "flags": list(res.flags),
+        "time_s": wall,
+    }
+
+
+def after_run(c, res, default):
+    """``diagnose(result=res)`` after the default ``estimate_llc`` call ``res``.
+
+    The workflow of a user who has a result: its chains are the lower-loss probe when they
+    went as far as diagnose's own would (:func:`llc._run_probe.covers`). The verdict's cost
+    is everything but the remedy checks.
+    """
+    args = (c["loss_fn"], c["params"], c["data"])
+    t0 = time.perf_counter()
     rep = quiet(llc.diagnose, jax.random.key(0), *args, result=res)
+    t_diag = time.perf_counter() - t0
     pred = predicted_class(rep)
     verdict_cost = rep.cost_in_sgld_steps - rep.cost_parts["remedy_checks"]
     return {
@@ -365,13 +386,16 @@ def after_run(c, run, mu_max):
         "run_flags": list(res.flags),
         "lower_loss_source": rep.lower_loss.source if rep.lower_loss else None,
         "cost_parts": dict(rep.cost_parts),
-        "verdict_cost_ratio": verdict_cost / DEFAULT_RUN_CHAIN_STEPS,
+        "verdict_cost_ratio": verdict_cost / default["chain_steps"],
+        "diagnosis_time_s": t_diag,
+        "time_ratio": t_diag / default["time_s"],
     }
 
 
 def run_case(c, run):
     n = jax.tree.leaves(c["data"])[0].shape[0]
     batch = c["batch"] or n
+    default_result, default = default_run(c)
     t0 = time.perf_counter()
     rep = quiet(
         llc.diagnose,
@@ -425,12 +449,14 @@ def run_case(c, run):
         ),
         "hvps": rep.num_matvecs,
         "cost_in_sgld_steps": rep.cost_in_sgld_steps,
-        "cost_ratio": rep.cost_in_sgld_steps / DEFAULT_RUN_CHAIN_STEPS,
+        "default_run": default,
+        "cost_ratio": rep.cost_in_sgld_steps / default["chain_steps"],
         "cost_parts": dict(rep.cost_parts),
         # the verdict alone: everything but verifying the remedy's localization
         "verdict_cost_ratio": (rep.cost_in_sgld_steps - rep.cost_parts["remedy_checks"])
-        / DEFAULT_RUN_CHAIN_STEPS,
+        / default["chain_steps"],
         "diagnosis_time_s": t_diag,
+        "time_ratio": t_diag / default["time_s"],
         "estimate_kwargs": dict(rep.estimate_kwargs),
         "remedy": None,
     }
@@ -438,7 +464,7 @@ def run_case(c, run):
         row["remedy"] = {"refused": True, "ok": False, "remedy_text": rep.remedy}
     elif c["truth"] in SADDLES:
         row["remedy"] = remedy_run(c, rep, max(spec.max_eigenvalue, ref_max), eigs, run)
-    row["after_run"] = after_run(c, run, max(spec.max_eigenvalue, ref_max))
+    row["after_run"] = after_run(c, default_result, default)
     return row
 
 
@@ -515,7 +541,9 @@ def main():
         print(
             f"{'  after a run: diagnose(result=r)':42} {'':>19} {a['predicted']:>19} "
             f"{'yes' if a['right'] else 'NO':>3} probe: {a['lower_loss_source'] or '-':>5}, "
-            f"verdict {a['verdict_cost_ratio']:.1%} of the run",
+            f"verdict {a['verdict_cost_ratio']:.1%} of the default call "
+            f"({r['default_run']['chain_steps']} chain-steps, {r['default_run']['time_s']:.1f} s; "
+            f"wall {a['time_ratio']:.1%})",
             flush=True,
         )
     print("\nflags and verdicts:")
@@ -559,6 +587,11 @@ def main():
         "after_run_median_verdict_cost_ratio": float(np.median(after_ratios)),
         "after_run_max_verdict_cost_ratio": float(np.max(after_ratios)),
         "after_run_verdicts_over_5_percent": sum(x > 0.05 for x in after_ratios),
+        "after_run_median_time_ratio": float(np.median([a["time_ratio"] for a in after])),
+        "median_time_ratio": float(np.median([r["time_ratio"] for r in rows])),
+        "median_default_chain_steps": float(
+            np.median([r["default_run"]["chain_steps"] for r in rows])
+        ),
         "remedies_refused": refused,
         "remedies_ok": remedy_ok,
         "remedies_run": len(remedies),
@@ -572,8 +605,9 @@ def main():
         f"\nverdicts right: {right} of {len(rows)}"
         + (f" (wrong: {', '.join(totals['wrong_cases'])})" if totals["wrong_cases"] else "")
         + f"\nflags on minima: {len(flagged_minima)} of {len(minima)} (goal 0)"
-        + f"\ncost of a diagnosis against a default estimate_llc run ({DEFAULT_RUN_CHAIN_STEPS} "
-        f"chain-steps): median {totals['median_cost_ratio']:.1%}, max "
+        + "\ncost of a diagnosis against the default estimate_llc call on the same problem "
+        f"(its chain-steps, median {totals['median_default_chain_steps']:.0f}): median "
+        f"{totals['median_cost_ratio']:.1%}, max "
         f"{totals['max_cost_ratio']:.1%}, {totals['cases_over_5_percent']} of {len(rows)} "
         "cases above 5% (goal <= 5%); the verdict alone (no remedy checks): median "
         f"{totals['median_verdict_cost_ratio']:.1%}, max {totals['max_verdict_cost_ratio']:.1%}; "
@@ -582,7 +616,9 @@ def main():
         + f"\nafter a run (diagnose(result=r), the run's chains as the probe where they cover "
         f"it): verdicts right {totals['after_run_right']} of {len(rows)}, verdict cost median "
         f"{totals['after_run_median_verdict_cost_ratio']:.1%}, max "
-        f"{totals['after_run_max_verdict_cost_ratio']:.1%} of the run"
+        f"{totals['after_run_max_verdict_cost_ratio']:.1%} of the run, "
+        f"{totals['after_run_verdicts_over_5_percent']} of {len(rows)} above 5%; wall time "
+        f"median {totals['after_run_median_time_ratio']:.1%} of the default call's"
         + f"\nremedies (estimate_kwargs followed): {remedy_ok} of {len(remedies)} gave a finite, "
         f"non-negative estimate without lower_loss_escape ({within} non-negative within 2 "
         "standard errors)"
@@ -603,7 +639,6 @@ def main():
     payload = {
         "totals": totals,
         "confusion": confusion,
-        "default_run_chain_steps": DEFAULT_RUN_CHAIN_STEPS,
         "remedy_run": run,
         "cases": rows,
         **({"quick": True} if args.quick else {}),
