@@ -9,6 +9,7 @@ network (full-batch NUTS from its trained point). The NUTS references are kept i
 """
 
 import functools
+import hashlib
 import itertools
 import json
 import time
@@ -61,8 +62,10 @@ def plateau_point(widths, rank, seed):
     point returned is the middle checkpoint (one every 50 steps) of those within 1e-3 of
     the drop to come from the rank-``rank`` plateau value.
     """
-    rng = np.random.default_rng(seed)
     m = min(widths)
+    if not 0 < rank < m:
+        raise ValueError(f"{widths}: rank {rank} has no plateau (0 < rank < {m})")
+    rng = np.random.default_rng(seed)
     q_in = np.linalg.qr(rng.standard_normal((widths[0], widths[0])))[0]
     q_out = np.linalg.qr(rng.standard_normal((widths[-1], widths[-1])))[0]
     sing = 3.0 * 0.5 ** np.arange(m)
@@ -100,7 +103,10 @@ def plateau_target(widths, rank, seed, quick=False):
     sing = np.linalg.svd(functools.reduce(np.matmul, layers), compute_uv=False)
     if sing[rank] > 1e-6 * sing[0]:  # the product is of rank ``rank`` to 1e-6
         raise RuntimeError(f"{widths}: singular values {sing} on the rank-{rank} plateau")
-    key = f"plateau {'-'.join(map(str, widths))} r{rank} seed {seed}"
+    # the point in the key: one trained elsewhere (another jax, another machine, another
+    # checkpoint rule) gets its own reference
+    digest = hashlib.sha1(np.concatenate([np.round(w, 5).ravel() for w in layers])).hexdigest()
+    key = f"plateau {'-'.join(map(str, widths))} r{rank} seed {seed} point {digest[:12]}"
     return relabelled_dln(layers, widths, rank, seed, key, quick)
 
 

@@ -26,7 +26,8 @@ The suite: fifteen targets whose learning coefficient is known exactly, none tun
    lambda(widths, k), the reference NUTS as in 1.
 Target i of ``TARGETS`` is built with seed i (``np.random.default_rng(i)`` for the weights,
 ``jax.random.key(i)`` for the DLN inputs, ``seed=i`` for the others), the plateaus and the
-networks with the seeds they list (13 on); every sampling run uses ``jax.random.key(1)``.
+networks with the seeds they list (the digits MLP 12, the plateaus 13-15); every sampling
+run uses ``jax.random.key(1)``.
 Beside them, outside the goal's summary (``network_summary`` in the JSON), a real network
 (``NETWORKS``): a tanh MLP 64-24-24-10 trained on all of scikit-learn's digits (batch 64),
 whose reference is full-batch NUTS from its trained point.
@@ -196,6 +197,7 @@ def plot(payload: dict, out) -> None:
         1, 2, figsize=(10, 0.32 * len(rows) + 1.5), sharey=True, width_ratios=(2, 1)
     )
     ax0.axvspan(-100 * TOLERANCE, 100 * TOLERANCE, color="0.92")
+    labelled = set()
     for i, (s, color) in enumerate((("a", "C0"), ("b", "C1"), ("c", "C2"))):
         for j, row in enumerate(rows):
             if s not in row["runs"]:
@@ -205,13 +207,15 @@ def plot(payload: dict, out) -> None:
             face = "none" if r["flags"] else color
             ax0.errorbar(
                 100 * r["rel_error"], j + 0.2 * (i - 1), xerr=err, fmt="o", color=color,
-                mfc=face, ms=5, label=f"({s})" if j == 0 else None,
+                mfc=face, ms=5, label=None if s in labelled else f"({s})",
             )  # fmt: skip
+            labelled.add(s)
             if s != "c":
                 ax1.plot(row["cost_ratio"][s], j + 0.2 * (i - 1), "o", color=color)
     ax0.axvline(0, color="k", lw=0.8)
     ax0.set(yticks=y, yticklabels=[r["name"] for r in rows], xlabel="error (%)")
-    ax0.set_xlim(-60, 60)
+    worst = max(abs(r["rel_error"]) for row in rows for r in row["runs"].values())
+    ax0.set_xlim(-max(60, 110 * worst), max(60, 110 * worst))  # every marker shown
     ax0.invert_yaxis()
     ax0.legend(title="hollow: flagged", fontsize=8)
     ax1.axvline(COST_GOAL, color="k", ls="--", lw=0.8)
@@ -269,6 +273,11 @@ def main() -> None:
     )
     draws = QUICK_DRAWS if args.quick else args.draws
     names = QUICK_TARGETS if args.quick else args.only
+    known = {t[0] for t in TARGETS + PLATEAUS + NETWORKS}
+    if names is not None and set(names) - known:
+        parser.error(
+            f"--only: no target named {sorted(set(names) - known)}; the suite: {sorted(known)}"
+        )
     offset = args.seed_offset
     every = [(i, *t) for i, t in enumerate(TARGETS)]
     every += [(seed, *t) for *t, seed in PLATEAUS + NETWORKS]
@@ -286,7 +295,8 @@ def main() -> None:
         },
         "sampling_key": args.sampling_key,
         "num_data": NUM_DATA,
-        "point_seeds": f"target i is built with seed i + {offset}",
+        "point_seeds": f"target i of TARGETS with seed i + {offset}; PLATEAUS and NETWORKS "
+        f"with the seeds they list + {offset}",
         "skip_auto_burnin_above": args.skip_auto_burnin_above,
         "rows": [],
     }
