@@ -37,6 +37,7 @@ from _common import parse_args, write
 CASES = ("crossing w1^2 w2^6", "DLN 5-4-4-5 r1")  # targets of defaults.TARGETS
 QUICK_CASES = ("crossing w1^2 w2^6",)
 CONDITIONS = ("no cache", "cache, first process", "cache, second process")
+_CACHE_VARIABLES = ("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE", "JAX_ENABLE_COMPILATION_CACHE")
 
 
 def child(name: str) -> dict:
@@ -79,7 +80,8 @@ def child(name: str) -> dict:
 
 def measure(name: str, cache: str | None) -> dict:
     """:func:`child` in a fresh process, with the persistent cache in ``cache`` (or none)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    # the caller's own cache settings are dropped: "no cache" means none
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_CACHE_VARIABLES)}
     if cache is not None:
         env["JAX_COMPILATION_CACHE_DIR"] = cache
         env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
