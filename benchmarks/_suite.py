@@ -126,7 +126,7 @@ def relabelled_dln(layers, widths, rank, seed, key, quick):
     }
     if quick:
         return {**target, "reference": float(lam), "reference_kind": "Aoyagi's lambda"}
-    nuts = cached_reference(key, params, x, seed)
+    nuts = cached(key, DLN_NUTS, lambda: nuts_reference(params, x, loss_fn, data, seed))
     return {
         **target,
         "reference": nuts["llc_mean"],
@@ -153,16 +153,6 @@ def moment_loss(params, x):
         return 0.5 * jnp.sum(diff * (second @ diff))
 
     return loss_fn
-
-
-def cached_reference(key: str, params, x, seed: int) -> dict:
-    """:func:`nuts_reference`, kept in ``results/defaults/nuts_references.json`` by ``key``.
-
-    A stored reference is reused only if it was computed with the same NUTS settings
-    (delete the file to recompute them all).
-    """
-    loss_fn, data = llc.relabel(_chain, params, x)
-    return cached(key, DLN_NUTS, lambda: nuts_reference(params, x, loss_fn, data, seed))
 
 
 def cached(key: str, settings: dict, compute) -> dict:

@@ -44,7 +44,7 @@ def child(name: str) -> dict:
     """In this process: build ``name``, time (a), diagnose after it, and (c)."""
     import jax
     from _suite import build
-    from defaults import BATCH, CHAINS, DRAWS, FL_FACTOR, TARGETS
+    from defaults import BATCH, CHAINS, DRAWS, TARGETS, fixed_settings
 
     import llc
 
@@ -52,9 +52,15 @@ def child(name: str) -> dict:
     seed, kind, spec = next((i, k, s) for i, (n, k, s) in enumerate(TARGETS) if n == name)
     target = build(kind, spec, seed, quick=True)  # the reference is not needed here
     args = (target["loss_fn"], target["params"], target["data"])
-    common = {"batch_size": BATCH, "num_chains": CHAINS, "num_draws": DRAWS}
     start = time.perf_counter()
-    a = llc.estimate_llc(jax.random.key(1), *args, progress_bar=False, **common)
+    a = llc.estimate_llc(
+        jax.random.key(1),
+        *args,
+        batch_size=BATCH,
+        num_chains=CHAINS,
+        num_draws=DRAWS,
+        progress_bar=False,
+    )
     t_a = time.perf_counter() - start
     start = time.perf_counter()
     llc.diagnose(jax.random.key(0), *args, result=a)
@@ -63,10 +69,9 @@ def child(name: str) -> dict:
     c = llc.estimate_llc(
         jax.random.key(1),
         *args,
-        step_size=a.step_size,
-        num_burnin_steps=(FL_FACTOR - 1) * DRAWS,
+        batch_size=BATCH,
         progress_bar=False,
-        **common,
+        **fixed_settings(a.step_size, DRAWS),
     )
     t_c = time.perf_counter() - start
     return {

@@ -69,6 +69,7 @@ from _common import parse_args, write
 from _suite import NUM_DATA, build
 
 import llc
+from llc._run_probe import chain_steps
 
 CHAINS, BATCH, DRAWS, QUICK_DRAWS = 4, 500, 2000, 200
 FL_FACTOR = 10  # Furman & Lau: total steps = 10 x draws, the draws the last 10%
@@ -106,6 +107,16 @@ PLATEAUS = [
 QUICK_TARGETS = ("DLN 3-4-3 r1", "crossing w1^2 w2^2")
 
 
+def fixed_settings(step_size: float, draws: int, chains: int = CHAINS) -> dict:
+    """Setting (c): a fixed step, Furman & Lau's proportions (the draws the last 10%)."""
+    return {
+        "step_size": step_size,
+        "num_burnin_steps": (FL_FACTOR - 1) * draws,
+        "num_draws": draws,
+        "num_chains": chains,
+    }
+
+
 def run(target: dict, settings: dict, key: int = SAMPLING_KEY) -> dict:
     """One ``estimate_llc`` call on ``target`` with ``jax.random.key(key)``, quietly."""
     start = time.perf_counter()
@@ -123,12 +134,9 @@ def run(target: dict, settings: dict, key: int = SAMPLING_KEY) -> dict:
     wall = time.perf_counter() - start
     ref = target["reference"]
     cal = r.calibration
-    cal_steps = 0
-    if cal is not None:  # every grid point ran its own chains: burn-in + draws each
-        first = cal.results[0][0]
-        grid = int(np.size(cal.step_sizes)) * int(np.size(cal.localizations))
-        cal_steps = grid * (first.num_burnin_steps + first.num_draws * first.num_steps_bw_draws)
-    steps = r.num_burnin_steps + r.num_draws * r.num_steps_bw_draws
+    # every grid point ran its own chains: burn-in + draws each
+    cal_steps = 0 if cal is None else sum(chain_steps(g) for row in cal.results for g in row)
+    steps = chain_steps(r)
     return {
         "settings": {k: v for k, v in settings.items()},
         "llc_mean": float(r.llc_mean),
@@ -312,12 +320,7 @@ def main() -> None:
         runs = {"a": run(target, default, args.sampling_key)}
         if args.skip_auto_burnin_above is None or target["d"] <= args.skip_auto_burnin_above:
             runs["b"] = run(target, {**default, "num_burnin_steps": "auto"}, args.sampling_key)
-        fixed = {
-            "step_size": runs["a"]["step_size"],
-            "num_burnin_steps": (FL_FACTOR - 1) * draws,
-            "num_draws": draws,
-            "num_chains": args.chains,
-        }
+        fixed = fixed_settings(runs["a"]["step_size"], draws, args.chains)
         runs["c"] = run(target, fixed, args.sampling_key)
         row = {
             "name": name,
