@@ -1,11 +1,10 @@
-"""The targets of ``benchmarks/defaults.py``: each built with its reference value.
+"""The exact targets of ``benchmarks/defaults.py``: each built with its reference value.
 
 Deep linear networks at minimal points and on the plateaus of a training run (relabelled,
 references by full-batch NUTS on the loss's exact moment form), normal crossings (exact
-finite-n expectation by quadrature), a regular quadratic (closed form) and a trained
-network (full-batch NUTS from its trained point). The NUTS references are kept in
-``results/defaults/nuts_references.json`` and reused while their settings match.
-:func:`build` makes one from the suite's ``(kind, spec)`` and its seed.
+finite-n expectation by quadrature) and a regular quadratic (closed form). The NUTS
+references are kept in ``results/defaults/nuts_references.json`` and reused while their
+settings match (:func:`cached`). The trained networks are in ``_networks.py``.
 """
 
 import functools
@@ -26,8 +25,6 @@ from llc import ground_truth
 NUM_DATA = 10_000
 NUTS_KEY, NUTS_CHAINS, NUTS_DRAWS = 5, 8, 1000  # the DLN references
 DLN_NUTS = {"key": NUTS_KEY, "chains": NUTS_CHAINS, "warmup": 1000, "draws": NUTS_DRAWS}
-NETWORK_BATCH, NETWORK_TRAIN_STEPS = 64, 3000
-NETWORK_NUTS = {"key": NUTS_KEY, "chains": 4, "warmup": 300, "draws": 300}
 # slt-reference 3.3: E[nbeta K] at n = 1e4, gamma = 1 (the quadrature below must agree)
 CROSSING_REFERENCE = {(1, 1): 0.3912, (1, 2): 0.2254, (2, 2): 0.1658, (1, 3): 0.1512}
 
@@ -155,12 +152,12 @@ def moment_loss(params, x):
     return loss_fn
 
 
-def cached(key: str, settings: dict, compute) -> dict:
-    """``compute()``, kept in ``results/defaults/nuts_references.json`` under ``key``.
+def cached(key: str, settings: dict, compute, store: str = "nuts_references") -> dict:
+    """``compute()``, kept in ``results/defaults/<store>.json`` under ``key``.
 
     A stored result is reused only if it was computed with the same ``settings``.
     """
-    path = Path(__file__).parent / "results" / "defaults" / "nuts_references.json"
+    path = Path(__file__).parent / "results" / "defaults" / f"{store}.json"
     store = json.loads(path.read_text()) if path.exists() else {}
     if key in store and store[key]["settings"] == settings:
         return store[key]
@@ -205,12 +202,17 @@ def nuts_run(loss_fn, params, data, settings: dict) -> dict:
             num_draws=settings["draws"],
             progress_bar=False,
         )
+    return run_summary(r, start)
+
+
+def run_summary(result, start: float) -> dict:
+    """What a reference keeps of its ``estimate_llc`` result (``start``: its start time)."""
     return {
-        "llc_mean": float(r.llc_mean),
-        "llc_stderr": float(r.llc_stderr),
-        "llc_per_chain": [float(v) for v in r.llc_per_chain],
-        "rhat": float(r.rhat),
-        "flags": list(r.flags),
+        "llc_mean": float(result.llc_mean),
+        "llc_stderr": float(result.llc_stderr),
+        "llc_per_chain": [float(v) for v in result.llc_per_chain],
+        "rhat": float(result.rhat),
+        "flags": list(result.flags),
         "wall_s": time.perf_counter() - start,
     }
 
@@ -269,100 +271,3 @@ def regular_target(d, seed):
         "reference": exact,
         "reference_kind": "exact finite-n 1/2 sum nbeta mu / (nbeta mu + gamma) (d/2 = lambda)",
     }
-
-
-def digits_mlp_target(widths, seed, quick=False):
-    """A tanh MLP trained on all 1,797 of scikit-learn's digits, at its last Adam step.
-
-    ``widths[0]`` = 64 pixels in, ``widths[-1]`` = 10 classes out, tanh between; flax nnx
-    with seed ``seed``, Adam (3e-3, full batch) for ``NETWORK_TRAIN_STEPS`` steps, mean
-    cross-entropy. Its LLC is known from no formula: the reference is full-batch NUTS
-    from the trained point (``NETWORK_NUTS``; cached like the DLN references).
-    """
-    import optax
-    from flax import nnx
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = jnp.asarray(digits.data / 16.0, jnp.float32)
-    y = jnp.asarray(digits.target, jnp.int32)
-
-    class MLP(nnx.Module):
-        def __init__(self, rngs):
-            pairs = itertools.pairwise(widths)
-            self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in pairs])
-
-        def __call__(self, h):
-            for layer in self.layers[:-1]:
-                h = jnp.tanh(layer(h))
-            return self.layers[-1](h)
-
-    def criterion(logits, labels):
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-    params, loss_fn = llc.from_nnx(MLP(nnx.Rngs(seed)), criterion)
-    data = (x, y)
-    params = adam_trained(loss_fn, params, data)
-    name = f"{'-'.join(map(str, widths))} tanh MLP digits seed {seed}"
-    return network_target(loss_fn, params, data, name, quick)
-
-
-def adam_trained(loss_fn, params, data):
-    """``params`` after ``NETWORK_TRAIN_STEPS`` full-batch Adam (3e-3) steps on ``loss_fn``."""
-    import optax
-
-    optimizer = optax.adam(3e-3)
-
-    @jax.jit
-    def train(params):
-        def update(carry, _):
-            params, state = carry
-            grads = jax.grad(loss_fn)(params, data)
-            updates, state = optimizer.update(grads, state)
-            return (optax.apply_updates(params, updates), state), None
-
-        carry, _ = jax.lax.scan(update, (params, optimizer.init(params)), None, NETWORK_TRAIN_STEPS)
-        return carry[0]
-
-    return train(params)
-
-
-def network_target(loss_fn, params, data, name: str, quick: bool) -> dict:
-    """A trained network's target: its reference by full-batch NUTS from ``params``.
-
-    The cache key holds ``name`` and the trained point's loss, so a point trained
-    elsewhere (another jax version, another machine) gets its own reference.
-    """
-    target = {
-        "loss_fn": loss_fn,
-        "params": params,
-        "data": data,
-        "d": sum(int(np.size(leaf)) for leaf in jax.tree.leaves(params)),
-        "true_lambda": float("nan"),
-        "multiplicity": None,
-        "batch_size": NETWORK_BATCH,
-        "train_loss": float(loss_fn(params, data)),
-    }
-    if quick:
-        return {**target, "reference": float("nan"), "reference_kind": "none (--quick)"}
-    key = f"{name} adam {NETWORK_TRAIN_STEPS} loss {target['train_loss']:.4e}"
-    nuts = cached(key, NETWORK_NUTS, lambda: nuts_run(loss_fn, params, data, NETWORK_NUTS))
-    return {
-        **target,
-        "reference": nuts["llc_mean"],
-        "reference_stderr": nuts["llc_stderr"],
-        "reference_nuts": nuts,
-        "reference_kind": "full-batch NUTS at the trained point (no exact value)",
-    }
-
-
-def build(kind, spec, seed, quick):
-    if kind == "dln":
-        return dln_target(*spec, seed, quick)
-    if kind == "plateau":
-        return plateau_target(*spec, seed, quick)
-    if kind == "crossing":
-        return crossing_target(spec, seed, 2001 if quick else 6001)
-    if kind == "mlp":
-        return digits_mlp_target(spec, seed, quick)
-    return regular_target(spec, seed)

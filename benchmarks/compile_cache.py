@@ -43,8 +43,7 @@ _CACHE_VARIABLES = ("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE", "JAX_ENABLE
 def child(name: str) -> dict:
     """In this process: build ``name``, time (a), diagnose after it, and (c)."""
     import jax
-    from _suite import build
-    from defaults import BATCH, CHAINS, DRAWS, TARGETS, fixed_settings
+    from defaults import BATCH, CHAINS, DRAWS, TARGETS, build, fixed_settings
 
     import llc
 

@@ -26,11 +26,13 @@ The suite: fifteen targets whose learning coefficient is known exactly, none tun
    lambda(widths, k), the reference NUTS as in 1.
 Target i of ``TARGETS`` is built with seed i (``np.random.default_rng(i)`` for the weights,
 ``jax.random.key(i)`` for the DLN inputs, ``seed=i`` for the others), the plateaus and the
-networks with the seeds they list (the digits MLP 12, the plateaus 13-15); every sampling
-run uses ``jax.random.key(1)``.
-Beside them, outside the goal's summary (``network_summary`` in the JSON), a real network
-(``NETWORKS``): a tanh MLP 64-24-24-10 trained on all of scikit-learn's digits (batch 64),
-whose reference is full-batch NUTS from its trained point.
+networks with the seeds they list (the digits MLP 12, the plateaus 13-15, the transformer
+16); every sampling run uses ``jax.random.key(1)``.
+Beside them, outside the goal's summary (``network_summary`` in the JSON), real networks
+(``NETWORKS``, ``_networks.py``), batch 64: a tanh MLP 64-24-24-10 trained on all of
+scikit-learn's digits, whose reference is full-batch NUTS from its trained point; and a
+one-block causal transformer (1,224 parameters) trained to copy, relabelled (KL), whose
+reference is long fixed-step SGLD runs at two steps that agree.
 
 Settings, each run on every target in one run of the script:
 (a) the default call: ``estimate_llc(key, loss_fn, params, data, step_size="auto",
@@ -63,10 +65,12 @@ import time
 import warnings
 from fractions import Fraction
 
+import _suite
 import jax
 import numpy as np
 from _common import parse_args, write
-from _suite import NUM_DATA, build
+from _networks import digits_mlp_target, transformer_target
+from _suite import NUM_DATA
 
 import llc
 from llc._run_probe import chain_steps
@@ -95,8 +99,11 @@ TARGETS = [
 # Real networks, reported beside the exact targets (not in the goal's summary): reference
 # by full-batch NUTS from their trained point.
 # (name, kind, spec, seed): the seeds follow the twelve, in the order the rows were added
-NETWORKS = [("digits MLP 64-24-24-10", "mlp", (64, 24, 24, 10), 12)]
-NETWORK_KINDS = ("mlp",)
+NETWORKS = [
+    ("digits MLP 64-24-24-10", "mlp", (64, 24, 24, 10), 12),
+    ("transformer copy", "transformer", None, 16),
+]
+NETWORK_KINDS = ("mlp", "transformer")
 # Relabelled saddles (the saddles issue): points on the plateaus of DLNs trained from small
 # initialisation, relabelled (name, kind, spec, seed)
 PLATEAUS = [
@@ -105,6 +112,21 @@ PLATEAUS = [
     ("plateau DLN 5-4-3-5 r2", "plateau", ((5, 4, 3, 5), 2), 15),
 ]
 QUICK_TARGETS = ("DLN 3-4-3 r1", "crossing w1^2 w2^2")
+
+
+def build(kind: str, spec, seed: int, quick: bool) -> dict:
+    """The target of kind ``kind`` (a suite row's) built with ``seed``."""
+    if kind == "dln":
+        return _suite.dln_target(*spec, seed, quick)
+    if kind == "plateau":
+        return _suite.plateau_target(*spec, seed, quick)
+    if kind == "crossing":
+        return _suite.crossing_target(spec, seed, 2001 if quick else 6001)
+    if kind == "mlp":
+        return digits_mlp_target(spec, seed, quick)
+    if kind == "transformer":
+        return transformer_target(seed, quick)
+    return _suite.regular_target(spec, seed)
 
 
 def fixed_settings(step_size: float, draws: int, chains: int = CHAINS) -> dict:
@@ -337,6 +359,7 @@ def main() -> None:
             "reference": target["reference"],
             "reference_stderr": target.get("reference_stderr", 0.0),
             "reference_nuts": target.get("reference_nuts"),
+            "reference_long_runs": target.get("reference_long_runs"),
             "reference_kind": target["reference_kind"],
             "runs": runs,
             "cost_ratio": {s: runs[s]["wall_s"] / runs["c"]["wall_s"] for s in runs if s != "c"},
