@@ -152,12 +152,12 @@ def moment_loss(params, x):
     return loss_fn
 
 
-def cached(key: str, settings: dict, compute, store: str = "nuts_references") -> dict:
-    """``compute()``, kept in ``results/defaults/<store>.json`` under ``key``.
+def cached(key: str, settings: dict, compute, name: str = "nuts_references") -> dict:
+    """``compute()``, kept in ``results/defaults/<name>.json`` under ``key``.
 
     A stored result is reused only if it was computed with the same ``settings``.
     """
-    path = Path(__file__).parent / "results" / "defaults" / f"{store}.json"
+    path = Path(__file__).parent / "results" / "defaults" / f"{name}.json"
     store = json.loads(path.read_text()) if path.exists() else {}
     if key in store and store[key]["settings"] == settings:
         return store[key]

@@ -55,9 +55,9 @@ target i built with seed i + K, held-out instances; ``--sampling-key K``: every 
 run with ``jax.random.key(K)``, other chains on the same targets).
 ``--quick``: two small targets, 200 draws. Outputs: a table,
 ``results/defaults/defaults.json`` (rewritten after every target) and ``defaults.png``
-(error and cost per target and setting); the NUTS references
-are kept in ``results/defaults/nuts_references.json`` and reused while their settings
-match.
+(error and cost per target and setting); the references are kept in
+``results/defaults/nuts_references.json`` (NUTS) and ``long_runs.json`` (the transformer's)
+and reused while their settings match.
 """
 
 import argparse
@@ -96,8 +96,8 @@ TARGETS = [
     ("crossing w1^2 w2^6", "crossing", (1, 3)),
     ("regular d=20", "regular", 20),
 ]
-# Real networks, reported beside the exact targets (not in the goal's summary): reference
-# by full-batch NUTS from their trained point.
+# Trained networks, reported beside the exact targets (not in the goal's summary): references
+# by full-batch NUTS or long runs from their trained point (``_networks.py``).
 # (name, kind, spec, seed): the seeds follow the twelve, in the order the rows were added
 NETWORKS = [
     ("digits MLP 64-24-24-10", "mlp", (64, 24, 24, 10), 12),

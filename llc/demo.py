@@ -1,8 +1,8 @@
 """The quick-start demo: the LLC of a deep linear network, where the answer is known.
 
 Run with ``python -m llc.demo`` (or ``make demo``). It makes the default call, the one
-the README shows: the step size chosen by measurement (``step_size="auto"``), the
-default sampler, burn-in, nbeta and localization.
+docs/defaults.md measures: the step size chosen by measurement (``step_size="auto"``),
+the default sampler, burn-in, nbeta and localization.
 """
 
 import time
