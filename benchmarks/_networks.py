@@ -168,18 +168,13 @@ def transformer_target(seed, quick=False):
             x = self.block(self.embed(t) + self.pos[: t.shape[-1]])
             return self.unembed(self.ln_f(x))[:, :-1]  # the last position predicts nothing
 
-    graphdef, state, rest = nnx.split(Transformer(nnx.Rngs(seed)), nnx.Param, ...)
-
-    def predict_fn(params, inputs):
-        filled = jax.tree.map(lambda x: x, state)
-        nnx.replace_by_pure_dict(filled, params)
-        return nnx.merge(graphdef, filled, rest)(inputs)
+    params, predict_fn = llc.predict_from_nnx(Transformer(nnx.Rngs(seed)))
 
     def next_token_loss(params, inputs):
         logits = predict_fn(params, inputs)
         return optax.softmax_cross_entropy_with_integer_labels(logits, inputs[:, 1:]).mean()
 
-    params = adam_trained(next_token_loss, nnx.to_pure_dict(state), tokens)
+    params = adam_trained(next_token_loss, params, tokens)
     loss_fn, data = llc.relabel(predict_fn, params, tokens, divergence="kl")
     target = trained_network(loss_fn, params, data, float(next_token_loss(params, tokens)))
     if quick:

@@ -126,7 +126,9 @@ def build(kind: str, spec, seed: int, quick: bool) -> dict:
         return digits_mlp_target(spec, seed, quick)
     if kind == "transformer":
         return transformer_target(seed, quick)
-    return _suite.regular_target(spec, seed)
+    if kind == "regular":
+        return _suite.regular_target(spec, seed)
+    raise ValueError(f"unknown target kind {kind!r}")
 
 
 def fixed_settings(step_size: float, draws: int, chains: int = CHAINS) -> dict:

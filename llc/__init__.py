@@ -6,7 +6,7 @@ from llc.diagnose import Diagnosis, diagnose
 from llc.estimator import estimate_llc
 from llc.flags import Evidence
 from llc.hessian import HessianSpectrum, hessian_spectrum
-from llc.models import from_equinox, from_linen, from_nnx
+from llc.models import from_equinox, from_linen, from_nnx, predict_from_nnx
 from llc.observables import bif, loss_kernel, susceptibilities
 from llc.refine import RefineResult, refine_to_minimum
 from llc.refined import estimate_refined_llc
@@ -46,6 +46,7 @@ __all__ = [
     "loss_kernel",
     "masks",
     "plot",
+    "predict_from_nnx",
     "refine_to_minimum",
     "relabel",
     "samplers",

@@ -1,10 +1,11 @@
 """Flax and equinox models in, the canonical ``(params, loss_fn)`` out.
 
 :func:`llc.estimate_llc` works on any ``loss_fn(params, batch)`` over any parameter pytree.
-These adapters turn a model into that pair: the trainable parameters become the pytree
-that is sampled, everything else (batch statistics, RNG streams, other collections,
-integer and static fields) stays frozen at w* inside ``loss_fn``. The batch is
-``(inputs, targets)`` and the loss is ``criterion(model(inputs), targets)``, a scalar
+These adapters turn a model into that pair (and :func:`predict_from_nnx` an NNX module into
+``(params, predict_fn)``, what :func:`llc.relabel` takes): the trainable parameters become
+the pytree that is sampled, everything else (batch statistics, RNG streams, other
+collections, integer and static fields) stays frozen at w* inside ``loss_fn``. The batch
+is ``(inputs, targets)`` and the loss is ``criterion(model(inputs), targets)``, a scalar
 mean over the batch.
 
 flax and equinox are imported only when an adapter is called (equinox is optional:
@@ -17,7 +18,7 @@ import jax
 
 from llc._types import ArrayTree, LossFn
 
-__all__ = ["from_equinox", "from_linen", "from_nnx"]
+__all__ = ["from_equinox", "from_linen", "from_nnx", "predict_from_nnx"]
 
 
 def _nnx():
@@ -47,13 +48,51 @@ def _check_criterion(criterion) -> None:
         raise TypeError(msg)
 
 
+def predict_from_nnx(model) -> tuple[ArrayTree, Callable]:
+    """A flax NNX module as ``(params, predict_fn)``, for :func:`llc.relabel`.
+
+    The module is cloned and put in evaluation mode (``model.eval()``: dropout off,
+    batch norm on its running statistics), so its outputs are a deterministic function
+    of the parameters. Only ``nnx.Param`` variables are parameters; batch statistics, RNG
+    state and every other variable stay as they are at w*.
+
+    Args:
+        model: an ``nnx.Module`` at w*.
+
+    Returns:
+        ``(params, predict_fn)``: ``params`` a nested dict of arrays (``nnx.to_pure_dict``
+        of the parameters), ``predict_fn(params, inputs) -> model(inputs)``.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from flax import nnx
+        >>> model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+        >>> params, predict_fn = predict_from_nnx(model)
+        >>> x = jnp.ones((5, 3))
+        >>> bool(jnp.allclose(predict_fn(params, x), model(x)))
+        True
+    """
+    nnx = _nnx()
+    if not isinstance(model, nnx.Module):
+        msg = f"model must be a flax nnx.Module; got {type(model).__name__}."
+        raise TypeError(msg)
+    model = nnx.clone(model)
+    model.eval()
+    graphdef, param_state, rest = nnx.split(model, nnx.Param, ...)
+
+    def predict_fn(p, inputs):
+        state = jax.tree.map(lambda x: x, param_state)  # a fresh copy to fill in
+        nnx.replace_by_pure_dict(state, p)
+        return nnx.merge(graphdef, state, rest)(inputs)
+
+    return nnx.to_pure_dict(param_state), predict_fn
+
+
 def from_nnx(model, criterion: Callable) -> tuple[ArrayTree, LossFn]:
     """A flax NNX module as ``(params, loss_fn)``.
 
-    The module is cloned and put in evaluation mode (``model.eval()``: dropout off,
-    batch norm on its running statistics), so the loss is a deterministic function of
-    the parameters. Only ``nnx.Param`` variables are sampled; batch statistics, RNG
-    state and every other variable stay as they are at w*.
+    The module's outputs are :func:`predict_from_nnx`'s: a clone in evaluation mode,
+    only its ``nnx.Param`` variables sampled, every other variable held at w*.
 
     Args:
         model: an ``nnx.Module`` at the trained point w*.
@@ -74,21 +113,12 @@ def from_nnx(model, criterion: Callable) -> tuple[ArrayTree, LossFn]:
         >>> bool(jnp.isclose(loss_fn(params, (x, y)), jnp.mean(model(x) ** 2)))
         True
     """
-    nnx = _nnx()
-    if not isinstance(model, nnx.Module):
-        msg = f"model must be a flax nnx.Module; got {type(model).__name__}."
-        raise TypeError(msg)
     _check_criterion(criterion)
-    model = nnx.clone(model)
-    model.eval()
-    graphdef, param_state, rest = nnx.split(model, nnx.Param, ...)
-    params = nnx.to_pure_dict(param_state)
+    params, predict_fn = predict_from_nnx(model)
 
     def loss_fn(p, batch):
         inputs, targets = batch
-        state = jax.tree.map(lambda x: x, param_state)  # a fresh copy to fill in
-        nnx.replace_by_pure_dict(state, p)
-        return criterion(nnx.merge(graphdef, state, rest)(inputs), targets)
+        return criterion(predict_fn(p, inputs), targets)
 
     return params, loss_fn
 

@@ -78,6 +78,26 @@ def test_nnx_model_equals_the_plain_network():
     assert model.drop.deterministic is False
 
 
+def test_nnx_predict_fn_is_the_plain_network_in_evaluation_mode():
+    model = NnxNet(nnx.Rngs(0))
+    model.bn.mean.value = jnp.linspace(-0.5, 0.5, 8)
+    model.bn.var.value = jnp.linspace(0.5, 2.0, 8)
+    params, predict_fn = llc.predict_from_nnx(model)
+    assert sorted(params) == ["bn", "l1", "l2"]
+    plain = plain_bn_net(model.bn.mean.value, model.bn.var.value, model.bn.epsilon)
+    x, y = data()
+    out = predict_fn(params, x)
+    assert float(mse(out, y)) == pytest.approx(float(plain(params, (x, y))), rel=1e-5)
+    assert jnp.array_equal(out, predict_fn(params, x))  # dropout off: deterministic
+    # relabelled with it, w* is a global minimum: 0 there up to float32 rounding
+    loss_fn, targets = llc.relabel(predict_fn, params, x)
+    moved = jax.tree.map(lambda w: w + 0.1, params)
+    assert float(loss_fn(params, targets)) <= 1e-6 * float(loss_fn(moved, targets))
+    assert model.drop.deterministic is False  # the caller's model is left in training mode
+    with pytest.raises(TypeError, match="nnx.Module"):
+        llc.predict_from_nnx(lambda x: x)
+
+
 class LinenNet(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool):
